@@ -1,0 +1,13 @@
+//! Wire format shared by chatd and its clients (the bot, the `chat` CLI, the load generator and the
+//! tests): how a server line is laid out and read back, and how a client opens a TLS connection that
+//! trusts the daemon by CA file, pinned fingerprint or the system roots.
+//!
+//! PROTOCOL.md is the contract; this crate is its executable half for server lines.
+
+pub mod client;
+pub mod line;
+pub mod tls;
+
+pub use client::LineConn;
+pub use line::{ChatMessage, Event, Reply, ServerLine};
+pub use tls::{fingerprint_hex, parse_fingerprint, Trust};
