@@ -1,1 +1,87 @@
-fn main(){}
+//! The `chatd` binary: reads the configuration and flags, starts the daemon, prints where it
+//! listens, and stops gracefully on SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "chatd", version, about = "A chat daemon with an IRC-style line protocol over TLS")]
+struct Args {
+    /// Configuration file (default: ./chatd.toml if present, else the embedded defaults).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// TLS listen address, overriding server.listen.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Plaintext listen address, overriding server.plain_listen (loopback only unless forced).
+    #[arg(long)]
+    plain_listen: Option<String>,
+    /// Database file, overriding storage.db.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Log filter (tracing env-filter syntax), overriding RUST_LOG. Default: info.
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = args
+        .log
+        .clone()
+        .map(EnvFilter::new)
+        .unwrap_or_else(|| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chatd: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let path = args.config.or_else(|| {
+        let local = PathBuf::from("chatd.toml");
+        local.exists().then_some(local)
+    });
+    let mut config = chatd::config::Config::load(path.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(plain) = args.plain_listen {
+        config.server.plain_listen = plain;
+    }
+    if let Some(db) = args.db {
+        config.storage.db = db;
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(chatd::run(
+        config,
+        |l| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "chatd listening tls {}", l.tls);
+            if let Some(plain) = l.plain {
+                let _ = writeln!(out, "chatd listening plain {plain}");
+            }
+            let _ = writeln!(out, "chatd certificate sha256 {}", l.fingerprint);
+            let _ = writeln!(out, "chatd ca {}", l.ca_file.display());
+            let _ = writeln!(out, "chatd ready");
+            let _ = out.flush();
+        },
+        stop_signal(),
+    ))
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,163 @@
+//! Accounts: registration and login with argon2id. Hashing runs on a bounded set of blocking
+//! threads (a login storm queues there, chat does not), an unknown user is checked against a dummy
+//! hash so both failures cost the same, and failures back off per account and per address.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use tokio::sync::Semaphore;
+
+use crate::config::{BotAccount, Limits};
+use crate::error::ChatError;
+use crate::limits::{Backoff, WindowCounter};
+use crate::names::{Password, UserName};
+use crate::store::Store;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Who {
+    Account(UserName),
+    Address(IpAddr),
+}
+
+pub struct Accounts {
+    store: Arc<Store>,
+    hashers: Semaphore,
+    dummy_hash: String,
+    open_registration: bool,
+    bots: HashSet<UserName>,
+    failures: Backoff<Who>,
+    registrations_per_address: WindowCounter<IpAddr>,
+    registrations: WindowCounter<()>,
+}
+
+/// Who logged in.
+pub struct LoggedIn {
+    pub user: UserName,
+    pub is_bot: bool,
+}
+
+impl Accounts {
+    pub fn new(store: Arc<Store>, limits: &Limits, open_registration: bool, bots: &[BotAccount]) -> Accounts {
+        let dummy = SaltString::generate(&mut OsRng);
+        let dummy_hash = Argon2::default()
+            .hash_password(b"no such user, but the same work", &dummy)
+            .expect("argon2 with default parameters")
+            .to_string();
+        Accounts {
+            store,
+            hashers: Semaphore::new(limits.argon2_workers),
+            dummy_hash,
+            open_registration,
+            bots: bots.iter().filter_map(|b| UserName::parse(&b.name)).collect(),
+            failures: Backoff::new(limits.login_failures_before_delay),
+            registrations_per_address: WindowCounter::new(Duration::from_secs(3600), limits.registrations_per_address_per_hour),
+            registrations: WindowCounter::new(Duration::from_secs(3600), limits.registrations_per_hour),
+        }
+    }
+
+    async fn hash(&self, password: &Password) -> Result<String, ChatError> {
+        let _permit = self.hashers.acquire().await.expect("never closed");
+        let pw = password.expose().to_string();
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default().hash_password(pw.as_bytes(), &salt).map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| ChatError::Storage(e.to_string()))?
+        .map_err(|e| ChatError::Storage(e.to_string()))
+    }
+
+    async fn verify(&self, password: &Password, hash: String) -> bool {
+        let _permit = self.hashers.acquire().await.expect("never closed");
+        let pw = password.expose().to_string();
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    pub async fn register(&self, user: &UserName, password: &Password, from: IpAddr) -> Result<LoggedIn, ChatError> {
+        if !self.open_registration {
+            return Err(ChatError::RegistrationClosed);
+        }
+        if self.bots.contains(user) {
+            return Err(ChatError::NameTaken);
+        }
+        if !self.registrations_per_address.hit(&from) || !self.registrations.hit(&()) {
+            return Err(ChatError::Throttled(60));
+        }
+        let hash = self.hash(password).await?;
+        let created = self
+            .store
+            .create_account(user.clone(), hash)
+            .await
+            .map_err(|e| ChatError::Storage(e.to_string()))?;
+        if !created {
+            return Err(ChatError::NameTaken);
+        }
+        tracing::info!(user = %user, %from, "account registered");
+        Ok(LoggedIn { user: user.clone(), is_bot: false })
+    }
+
+    pub async fn login(&self, user: &UserName, password: &Password, from: IpAddr) -> Result<LoggedIn, ChatError> {
+        let (account, address) = (Who::Account(user.clone()), Who::Address(from));
+        let wait = self.failures.wait_secs(&account).max(self.failures.wait_secs(&address));
+        if wait > 0 {
+            return Err(ChatError::Throttled(wait));
+        }
+        let stored = self
+            .store
+            .account_hash(user.clone())
+            .await
+            .map_err(|e| ChatError::Storage(e.to_string()))?;
+        let known = stored.is_some();
+        let ok = self.verify(password, stored.unwrap_or_else(|| self.dummy_hash.clone())).await && known;
+        if !ok {
+            self.failures.fail(&account);
+            self.failures.fail(&address);
+            tracing::info!(user = %user, %from, "login failed");
+            return Err(ChatError::BadCredentials);
+        }
+        self.failures.clear(&account);
+        Ok(LoggedIn { user: user.clone(), is_bot: self.bots.contains(user) })
+    }
+
+    /// Gives each configured bot account its password: the one in its file, or a new random one
+    /// written there owner-only. Run once at start.
+    pub async fn provision_bots(&self, bots: &[BotAccount]) -> anyhow::Result<()> {
+        for bot in bots {
+            let name = UserName::parse(&bot.name)
+                .ok_or_else(|| anyhow::anyhow!("bot name {:?} breaks the user name rules", bot.name))?;
+            let password = read_or_create_secret(&bot.password_file)?;
+            let password = Password::parse(&password).ok_or_else(|| {
+                anyhow::anyhow!("{}: the password must be 8-128 bytes without spaces", bot.password_file.display())
+            })?;
+            let hash = self.hash(&password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.store.upsert_bot_account(name.clone(), hash).await?;
+            tracing::info!(bot = %name, file = %bot.password_file.display(), "bot account ready");
+        }
+        Ok(())
+    }
+}
+
+fn read_or_create_secret(path: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if path.exists() {
+        return Ok(std::fs::read_to_string(path)?.trim().to_string());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    use rand::distributions::{Alphanumeric, DistString};
+    let secret = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    writeln!(f, "{secret}")?;
+    Ok(secret)
+}

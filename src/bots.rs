@@ -1,0 +1,40 @@
+//! Which connections answer which bot command words (`SERVE stock`). A room relays a bot command
+//! line to the serving connections here, so a bot answers in every room, including new ones.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::model::Event;
+use crate::names::CommandWord;
+use crate::outbox::{ConnId, Outbox};
+
+#[derive(Default)]
+pub struct Bots {
+    serving: Mutex<HashMap<CommandWord, Vec<Outbox>>>,
+}
+
+impl Bots {
+    pub fn serve(&self, word: CommandWord, outbox: Outbox) {
+        let mut map = self.serving.lock().unwrap();
+        let list = map.entry(word).or_default();
+        if !list.iter().any(|o| o.conn == outbox.conn) {
+            list.push(outbox);
+        }
+    }
+
+    /// Forgets a connection (it logged out or went away).
+    pub fn forget(&self, conn: ConnId) {
+        let mut map = self.serving.lock().unwrap();
+        map.values_mut().for_each(|list| list.retain(|o| o.conn != conn));
+        map.retain(|_, list| !list.is_empty());
+    }
+
+    /// Pushes the event to every connection serving `word`, except those `skip` says already got
+    /// it (room members). Returns how many serving connections there are in all.
+    pub fn relay(&self, word: &CommandWord, event: &Event, skip: impl Fn(ConnId) -> bool) -> usize {
+        let mut map = self.serving.lock().unwrap();
+        let Some(list) = map.get_mut(word) else { return 0 };
+        list.retain(|o| skip(o.conn) || o.push(event.clone()));
+        list.len()
+    }
+}

@@ -1,0 +1,287 @@
+//! Configuration: `chatd.toml` (every key optional, the defaults are embedded here) plus the
+//! command-line overrides. Relative paths are resolved against the config file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub tls: TlsSection,
+    pub storage: StorageSection,
+    pub accounts: AccountsSection,
+    pub rooms: RoomsSection,
+    pub limits: Limits,
+    pub bots: Vec<BotAccount>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: String,
+    pub plain_listen: String,
+    pub allow_plain_non_loopback: bool,
+    pub listen_backlog: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub generate_self_signed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    pub db: PathBuf,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsSection {
+    pub open_registration: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsSection {
+    pub auto_create: bool,
+    pub initial: Vec<String>,
+    pub cache_messages: usize,
+}
+
+/// Every bound chatd enforces on its peers. Documented in chatd.toml and PROTOCOL.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_line_bytes: usize,
+    pub max_message_bytes: usize,
+    pub send_queue_bytes: usize,
+    pub send_queue_lines: usize,
+    pub handshake_timeout_secs: u64,
+    pub login_timeout_secs: u64,
+    pub ping_after_secs: u64,
+    pub ping_timeout_secs: u64,
+    pub flood_burst: u32,
+    pub flood_rate_per_sec: f64,
+    pub flood_max_backlog: u32,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub new_connections_per_address_per_minute: usize,
+    pub exempt_loopback: bool,
+    pub rooms_per_connection: usize,
+    pub members_per_room: usize,
+    pub max_rooms: usize,
+    pub registrations_per_address_per_hour: usize,
+    pub registrations_per_hour: usize,
+    pub login_failures_before_delay: u32,
+    pub argon2_workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotAccount {
+    pub name: String,
+    pub password_file: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerSection::default(),
+            tls: TlsSection::default(),
+            storage: StorageSection::default(),
+            accounts: AccountsSection::default(),
+            rooms: RoomsSection::default(),
+            limits: Limits::default(),
+            bots: vec![BotAccount {
+                name: "stockbot".into(),
+                password_file: "data/stockbot.secret".into(),
+            }],
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:6697".into(),
+            plain_listen: String::new(),
+            allow_plain_non_loopback: false,
+            listen_backlog: 4096,
+        }
+    }
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection { cert: "certs/cert.pem".into(), key: "certs/key.pem".into(), generate_self_signed: true }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { db: "data/chatd.db".into(), max_batch: 1024 }
+    }
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        AccountsSection { open_registration: true }
+    }
+}
+
+impl Default for RoomsSection {
+    fn default() -> Self {
+        RoomsSection {
+            auto_create: true,
+            initial: vec!["general".into(), "random".into()],
+            cache_messages: 200,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 4096,
+            max_message_bytes: 2000,
+            send_queue_bytes: 256 * 1024,
+            send_queue_lines: 4096,
+            handshake_timeout_secs: 10,
+            login_timeout_secs: 60,
+            ping_after_secs: 90,
+            ping_timeout_secs: 60,
+            flood_burst: 10,
+            flood_rate_per_sec: 5.0,
+            flood_max_backlog: 50,
+            max_connections: 19_500,
+            max_connections_per_address: 16,
+            new_connections_per_address_per_minute: 60,
+            exempt_loopback: false,
+            rooms_per_connection: 100,
+            members_per_room: 20_000,
+            max_rooms: 10_000,
+            registrations_per_address_per_hour: 10,
+            registrations_per_hour: 300,
+            login_failures_before_delay: 3,
+            argon2_workers: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path`, or the embedded defaults when `path` is `None`. Relative paths in the file are
+    /// made absolute against the file's directory (against the working directory for defaults).
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (mut config, base) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                let config: Config =
+                    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                (config, base)
+            }
+            None => (Config::default(), PathBuf::new()),
+        };
+        config.resolve_paths(&base);
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        fix(&mut self.storage.db);
+        for bot in &mut self.bots {
+            fix(&mut bot.password_file);
+        }
+    }
+
+    /// Checks what serde cannot: addresses parse, numbers are in range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return bad(format!("server.listen {:?} is not an address:port", self.server.listen));
+        }
+        if let Some(plain) = self.plain_listen_addr()? {
+            if !plain.ip().is_loopback() && !self.server.allow_plain_non_loopback {
+                return bad(format!(
+                    "server.plain_listen {plain} is not loopback; plaintext would expose passwords \
+                     (set server.allow_plain_non_loopback = true to force it)"
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_line_bytes < 64 || l.max_line_bytes > 1 << 20 {
+            return bad("limits.max_line_bytes must be between 64 and 1048576".into());
+        }
+        if l.max_message_bytes == 0 || l.max_message_bytes + 64 > l.max_line_bytes {
+            return bad("limits.max_message_bytes must be positive and leave room for 'MSG <room> ' in a line".into());
+        }
+        if l.flood_rate_per_sec <= 0.0 || l.flood_burst == 0 {
+            return bad("limits.flood_rate_per_sec and flood_burst must be positive".into());
+        }
+        if l.argon2_workers == 0 || l.send_queue_lines == 0 || self.storage.max_batch == 0 {
+            return bad("limits.argon2_workers, send_queue_lines and storage.max_batch must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated")
+    }
+
+    pub fn plain_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.server.plain_listen.is_empty() {
+            return Ok(None);
+        }
+        self.server.plain_listen.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!("server.plain_listen {:?} is not an address:port", self.server.plain_listen))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_chatd_toml_matches_embedded_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("chatd.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let file: Config = toml::from_str(&text).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn plaintext_beyond_loopback_is_refused() {
+        let mut c = Config::default();
+        c.server.plain_listen = "0.0.0.0:6667".into();
+        assert!(c.validate().is_err());
+        c.server.allow_plain_non_loopback = true;
+        assert!(c.validate().is_ok());
+    }
+}

@@ -1,0 +1,156 @@
+//! Bytes to frames and back. `FrameReader` turns the socket into lines, never buffering more than
+//! the line limit (a longer line becomes one `TooLong` frame and is discarded up to its newline).
+//! `FrameWriter` collects outgoing lines and writes them with one syscall per batch.
+
+use std::io;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+pub type BoxStream = Box<dyn Stream>;
+
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    /// One line, without its LF (and without a CR before it).
+    Line(Bytes),
+    /// A line longer than the limit; its bytes were dropped.
+    TooLong,
+}
+
+pub struct FrameReader {
+    inner: ReadHalf<BoxStream>,
+    buf: BytesMut,
+    max_line: usize,
+    discarding: bool,
+}
+
+pub struct FrameWriter {
+    inner: WriteHalf<BoxStream>,
+    pub out: Vec<u8>,
+}
+
+pub fn split(stream: BoxStream, max_line: usize) -> (FrameReader, FrameWriter) {
+    let (r, w) = tokio::io::split(stream);
+    (
+        FrameReader { inner: r, buf: BytesMut::new(), max_line, discarding: false },
+        FrameWriter { inner: w, out: Vec::new() },
+    )
+}
+
+impl FrameReader {
+    /// The next frame, or `None` when the peer closed (a partial last line is dropped).
+    /// Cancel-safe: what was read stays in the buffer.
+    pub async fn read_frame(&mut self) -> io::Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = self.parse_frame() {
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < 512 {
+                self.buf.reserve(1024.min(self.max_line));
+            }
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn parse_frame(&mut self) -> Option<Frame> {
+        loop {
+            let newline = self.buf.iter().position(|b| *b == b'\n');
+            if self.discarding {
+                match newline {
+                    Some(i) => {
+                        self.buf.advance(i + 1);
+                        self.discarding = false;
+                        continue;
+                    }
+                    None => {
+                        self.buf.clear();
+                        return None;
+                    }
+                }
+            }
+            return match newline {
+                Some(i) if i < self.max_line => {
+                    let mut line = self.buf.split_to(i + 1).freeze();
+                    line.truncate(i);
+                    if line.last() == Some(&b'\r') {
+                        line.truncate(i - 1);
+                    }
+                    if self.buf.is_empty() && self.buf.capacity() > 4 * self.max_line {
+                        self.buf = BytesMut::new();
+                    }
+                    Some(Frame::Line(line))
+                }
+                Some(i) => {
+                    self.buf.advance(i + 1);
+                    Some(Frame::TooLong)
+                }
+                None if self.buf.len() >= self.max_line => {
+                    self.buf.clear();
+                    self.discarding = true;
+                    Some(Frame::TooLong)
+                }
+                None => None,
+            };
+        }
+    }
+}
+
+impl FrameWriter {
+    pub fn has_pending(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Writes everything collected so far.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.inner.write_all(&self.out).await?;
+        self.inner.flush().await?;
+        self.out.clear();
+        if self.out.capacity() > 64 * 1024 {
+            self.out = Vec::new();
+        }
+        Ok(())
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.inner.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn frames(input: &[u8], max: usize) -> Vec<Frame> {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (mut r, _w) = split(Box::new(server), max);
+        let mut client = client;
+        client.write_all(input).await.unwrap();
+        drop(client);
+        let mut out = Vec::new();
+        while let Some(f) = r.read_frame().await.unwrap() {
+            out.push(f);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_and_limits() {
+        let line = |s: &str| Frame::Line(Bytes::copy_from_slice(s.as_bytes()));
+        assert_eq!(frames(b"a\r\nb\n\nc", 16).await, vec![line("a"), line("b"), line("")]);
+        // exactly the limit including LF is fine; one more byte is too long
+        let ok = format!("{}\n", "x".repeat(15));
+        assert_eq!(frames(ok.as_bytes(), 16).await, vec![line(&"x".repeat(15))]);
+        let over = format!("{}\nok\n", "x".repeat(16));
+        assert_eq!(frames(over.as_bytes(), 16).await, vec![Frame::TooLong, line("ok")]);
+        let huge = format!("{}\nok\n", "y".repeat(100_000));
+        assert_eq!(frames(huge.as_bytes(), 16).await, vec![Frame::TooLong, line("ok")]);
+    }
+}

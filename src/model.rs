@@ -1,0 +1,89 @@
+//! The core's data: a chat message, the events pushed to a connection, and time stamps. Nothing
+//! here knows the wire format; front ends render these values.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::names::{RoomName, UserName};
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// RFC 3339, UTC, millisecond precision: `2026-11-29T04:48:06.123Z`.
+pub fn format_time(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A stored chat message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: u64,
+    pub room: RoomName,
+    pub time: Millis,
+    pub sender: UserName,
+    pub text: String,
+}
+
+/// A message as it fans out to many connections: the value plus its rendered event line, made once
+/// by whichever connection writes it first and shared by the rest.
+#[derive(Debug)]
+pub struct Posted {
+    pub msg: Message,
+    wire: OnceLock<Bytes>,
+}
+
+impl Posted {
+    pub fn new(msg: Message) -> Arc<Posted> {
+        Arc::new(Posted { msg, wire: OnceLock::new() })
+    }
+
+    pub fn rendered(&self, render: impl FnOnce(&Message) -> Bytes) -> &Bytes {
+        self.wire.get_or_init(|| render(&self.msg))
+    }
+}
+
+/// A bot command line (`/stock=aapl.us`) relayed live; never stored.
+#[derive(Debug)]
+pub struct BotLine {
+    pub room: RoomName,
+    pub time: Millis,
+    pub sender: UserName,
+    pub text: String,
+}
+
+/// What a room (or the server) pushes to a connection.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Message(Arc<Posted>),
+    Command(Arc<BotLine>),
+    Joined { room: RoomName, user: UserName },
+    Parted { room: RoomName, user: UserName },
+    Notice(Arc<str>),
+}
+
+impl Event {
+    /// Roughly the bytes this event takes on the wire, for the per-connection queue bound.
+    pub fn weight(&self) -> usize {
+        match self {
+            Event::Message(p) => p.msg.text.len() + 96,
+            Event::Command(c) => c.text.len() + 96,
+            Event::Joined { .. } | Event::Parted { .. } => 64,
+            Event::Notice(t) => t.len() + 16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn time_format() {
+        assert_eq!(super::format_time(1_764_391_686_123), "2025-11-29T04:48:06.123Z");
+    }
+}

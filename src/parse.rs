@@ -1,0 +1,257 @@
+//! The line parser: one client line (bytes, without its line ending) into a typed [`Request`], or a
+//! typed rejection that still knows the label and verb, so the error reply can carry them.
+//! Built with nom: the lexing of label / verb / arguments is a small grammar, the names are checked
+//! by the `names` constructors.
+
+use nom::bytes::complete::{tag_no_case, take_while1};
+use nom::character::complete::{char, digit1, space0, space1};
+use nom::combinator::{all_consuming, map_res, opt};
+use nom::sequence::{pair, preceded, terminated};
+use nom::IResult;
+
+use crate::command::{Command, Request, Verb};
+use crate::error::ChatError;
+use crate::names::{CommandWord, Label, Password, RoomName, Token, UserName};
+
+/// Most messages one HISTORY page returns.
+pub const HISTORY_PAGE: usize = 50;
+
+/// A line that did not parse: what to echo back and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub label: Option<Label>,
+    /// The verb to put in the reply (`*` when there is no usable command word).
+    pub verb: String,
+    pub error: ChatError,
+}
+
+/// Parses one line. `max_message_bytes` bounds the text of MSG.
+pub fn parse_line(bytes: &[u8], max_message_bytes: usize) -> Result<Request, Rejected> {
+    let reject = |label, verb: &str, error| Err(Rejected { label, verb: verb.to_string(), error });
+    let Ok(line) = std::str::from_utf8(bytes) else {
+        return reject(None, "*", ChatError::InvalidUtf8);
+    };
+    let Ok((args, (raw_label, word))) = head(line) else {
+        return reject(None, "*", ChatError::UnknownCommand);
+    };
+    let label = match raw_label.map(Label::parse) {
+        None => None,
+        Some(Some(l)) => Some(l),
+        Some(None) => return reject(None, "*", ChatError::BadArguments("@<label> is 1-32 of A-Z a-z 0-9 . _ -")),
+    };
+    let Some(verb) = Verb::from_word(word) else {
+        let shown = if word.len() <= 32 && word.chars().all(|c| c.is_ascii_alphanumeric()) {
+            word.to_ascii_uppercase()
+        } else {
+            "*".to_string()
+        };
+        return reject(label, &shown, ChatError::UnknownCommand);
+    };
+    if line.chars().any(|c| c.is_control()) {
+        return reject(label, verb.as_str(), ChatError::ControlCharacter);
+    }
+    match arguments(verb, args, max_message_bytes) {
+        Ok(command) => Ok(Request { label, command }),
+        Err(error) => reject(label, verb.as_str(), error),
+    }
+}
+
+/// `[@label SP] word`, returning the rest after the word (which starts with a space or is empty).
+fn head(line: &str) -> IResult<&str, (Option<&str>, &str)> {
+    pair(
+        opt(terminated(preceded(char('@'), take_while1(|c| c != ' ')), space1)),
+        take_while1(|c: char| c != ' '),
+    )(line)
+}
+
+fn word(i: &str) -> IResult<&str, &str> {
+    preceded(space1, take_while1(|c| c != ' '))(i)
+}
+
+/// Exactly `n` space-separated words and nothing else (trailing spaces tolerated).
+fn words(args: &str, n: usize) -> Option<Vec<&str>> {
+    let mut out = Vec::with_capacity(n);
+    let mut rest = args;
+    for _ in 0..n {
+        let (r, w) = word(rest).ok()?;
+        out.push(w);
+        rest = r;
+    }
+    rest.trim_start_matches(' ').is_empty().then_some(out)
+}
+
+fn arguments(verb: Verb, args: &str, max_message_bytes: usize) -> Result<Command, ChatError> {
+    let usage = ChatError::BadArguments(verb.usage());
+    let exactly = |n| words(args, n).ok_or(usage.clone());
+    let room = |s: &str| RoomName::parse(s).ok_or(ChatError::BadRoomName);
+    let user = |s: &str| UserName::parse(s).ok_or(ChatError::BadUserName);
+    let password = |s: &str| Password::parse(s).ok_or(ChatError::BadPassword);
+    Ok(match verb {
+        Verb::Help => match words(args, 0) {
+            Some(_) => Command::Help(None),
+            None => {
+                let w = exactly(1)?;
+                Command::Help(Some(Verb::from_word(w[0]).ok_or(usage)?))
+            }
+        },
+        Verb::Register | Verb::Login => {
+            let w = exactly(2)?;
+            let (user, password) = (user(w[0])?, password(w[1])?);
+            if verb == Verb::Register {
+                Command::Register { user, password }
+            } else {
+                Command::Login { user, password }
+            }
+        }
+        Verb::Logout => {
+            exactly(0)?;
+            Command::Logout
+        }
+        Verb::Rooms => {
+            exactly(0)?;
+            Command::Rooms
+        }
+        Verb::Quit => Command::Quit(free_text(args).filter(|t| !t.trim().is_empty()).map(str::to_string)),
+        Verb::Join => Command::Join(room(exactly(1)?[0])?),
+        Verb::Part => Command::Part(room(exactly(1)?[0])?),
+        Verb::Names => Command::Names(room(exactly(1)?[0])?),
+        Verb::Msg => {
+            let (text, name) = word(args).map_err(|_| usage.clone())?;
+            let room = room(name)?;
+            let text = free_text(text).unwrap_or("");
+            if text.trim().is_empty() {
+                return Err(ChatError::EmptyMessage);
+            }
+            if text.len() > max_message_bytes {
+                return Err(ChatError::MessageTooLong(max_message_bytes));
+            }
+            Command::Msg { room, text: text.to_string() }
+        }
+        Verb::History => {
+            let (opts, name) = word(args).map_err(|_| usage.clone())?;
+            let room = room(name)?;
+            let (before, limit) = history_options(opts)?;
+            Command::History { room, before, limit }
+        }
+        Verb::Ping => match words(args, 0) {
+            Some(_) => Command::Ping(None),
+            None => Command::Ping(Some(Token::parse(exactly(1)?[0]).ok_or(usage)?)),
+        },
+        Verb::Pong => Command::Pong(Token::parse(exactly(1)?[0]).ok_or(usage)?),
+        Verb::Serve => Command::Serve(CommandWord::parse(exactly(1)?[0]).ok_or(usage)?),
+    })
+}
+
+/// The free-text last argument: everything after the single space that ends the previous argument.
+fn free_text(after_previous: &str) -> Option<&str> {
+    after_previous.strip_prefix(' ')
+}
+
+/// `[BEFORE <id>] [LIMIT <n>]`, in that order.
+fn history_options(i: &str) -> Result<(Option<u64>, Option<usize>), ChatError> {
+    let number = |i| map_res(digit1, str::parse::<u64>)(i);
+    let before = preceded(pair(space1, tag_no_case("BEFORE")), preceded(space1, number));
+    let limit = preceded(pair(space1, tag_no_case("LIMIT")), preceded(space1, number));
+    let parsed: IResult<&str, _> = all_consuming(terminated(pair(opt(before), opt(limit)), space0))(i);
+    let (_, (before, limit)) = parsed.map_err(|_| ChatError::BadHistoryArguments)?;
+    if before == Some(0) || limit.is_some_and(|n| n == 0 || n > HISTORY_PAGE as u64) {
+        return Err(ChatError::BadHistoryArguments);
+    }
+    Ok((before, limit.map(|n| n as usize)))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Request {
+        parse_line(line.as_bytes(), 2000).unwrap_or_else(|e| panic!("{line:?}: {e:?}"))
+    }
+    fn err(line: &[u8]) -> Rejected {
+        parse_line(line, 2000).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn commands_are_case_insensitive() {
+        assert_eq!(ok("join General").command, Command::Join(RoomName::parse("general").unwrap()));
+        assert_eq!(ok("JoIn #general").command, ok("JOIN general").command);
+    }
+
+    #[test]
+    fn message_text_is_verbatim() {
+        let r = ok("@a1 MSG general   hello  :world  ");
+        assert_eq!(r.label.unwrap().as_str(), "a1");
+        match r.command {
+            Command::Msg { room, text } => {
+                assert_eq!(room.as_str(), "general");
+                assert_eq!(text, "  hello  :world  ");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_carry_label_and_verb() {
+        let e = err(b"@x FROB a b");
+        assert_eq!((e.label.unwrap().as_str(), e.verb.as_str(), e.error), ("x", "FROB", ChatError::UnknownCommand));
+        assert_eq!(err(b"JOIN").error.code(), 401);
+        assert_eq!(err(b"JOIN a b").error.code(), 401);
+        assert_eq!(err(b"JOIN no/slash").error, ChatError::BadRoomName);
+        assert_eq!(err(b"MSG general ").error, ChatError::EmptyMessage);
+        assert_eq!(err(b"MSG general    ").error, ChatError::EmptyMessage);
+        assert_eq!(err(b"MSG general").error, ChatError::EmptyMessage);
+        assert_eq!(err(b"LOGIN a pw").error, ChatError::BadUserName);
+        assert_eq!(err(b"LOGIN alice short").error, ChatError::BadPassword);
+        assert_eq!(err(b"MSG general a\x07b").error, ChatError::ControlCharacter);
+        assert_eq!(err(b"MSG general \xff\xfe").error, ChatError::InvalidUtf8);
+        assert_eq!(err(b"HISTORY general LIMIT 51").error, ChatError::BadHistoryArguments);
+        assert_eq!(err(b"HISTORY general BEFORE x").error, ChatError::BadHistoryArguments);
+        assert_eq!(err(b"@bad:label PING").error.code(), 401);
+    }
+
+    #[test]
+    fn message_length_limit() {
+        let line = format!("MSG general {}", "x".repeat(2001));
+        assert_eq!(err(line.as_bytes()).error, ChatError::MessageTooLong(2000));
+        let line = format!("MSG general {}", "x".repeat(2000));
+        ok(&line);
+    }
+
+    #[test]
+    fn history_options_parse() {
+        match ok("history general before 12 limit 10").command {
+            Command::History { before, limit, .. } => assert_eq!((before, limit), (Some(12), Some(10))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn canonical_form_round_trips() {
+        for line in [
+            "HELP",
+            "HELP join",
+            "REGISTER alice correct-horse",
+            "@l.1 LOGIN Alice correct-horse",
+            "LOGOUT",
+            "QUIT",
+            "QUIT gone fishing ",
+            "ROOMS",
+            "WHO #x",
+            "PART r",
+            "MSG general  two spaces",
+            "MSG general /stock=aapl.us",
+            "HISTORY general",
+            "HISTORY general LIMIT 3",
+            "HISTORY general BEFORE 7",
+            "PING",
+            "PING abc",
+            "PONG abc",
+            "SERVE Stock",
+        ] {
+            let first = ok(line);
+            let again = ok(&first.to_string());
+            assert_eq!(first, again, "{line:?} -> {}", first);
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! A room is an actor: one task owns its members and its cache of recent messages; everything else
+//! talks to it through a `RoomHandle` (a bounded channel; requests that need an answer carry a
+//! oneshot). A post is fanned out at once with non-blocking pushes, then queued for the group
+//! commit; the sender's acknowledgement waits for the commit, nobody else does.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bots::Bots;
+use crate::error::ChatError;
+use crate::model::{now_millis, BotLine, Event, Message, Millis, Posted};
+use crate::names::{CommandWord, RoomName, UserName};
+use crate::outbox::{ConnId, Outbox};
+use crate::store::{Store, StoreError};
+
+/// What a new member gets back.
+pub struct Joined {
+    pub history: Vec<Arc<Posted>>,
+    pub users: usize,
+}
+
+/// Where a history page comes from: the room's cache, or (for older pages) the database.
+pub enum HistoryPage {
+    Cached(Vec<Arc<Posted>>),
+    FromStore { room_id: i64 },
+}
+
+/// An accepted post: the message, and the receiver that resolves once it is durably committed.
+pub struct Accepted {
+    pub posted: Arc<Posted>,
+    pub committed: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+enum Request {
+    Join { conn: ConnId, user: UserName, outbox: Outbox, reply: oneshot::Sender<Result<Joined, ChatError>> },
+    Part { conn: ConnId, reply: oneshot::Sender<bool> },
+    Post { conn: ConnId, user: UserName, text: String, as_bot: bool, reply: oneshot::Sender<Result<Accepted, ChatError>> },
+    BotCommand {
+        conn: ConnId,
+        user: UserName,
+        text: String,
+        word: CommandWord,
+        as_bot: bool,
+        reply: oneshot::Sender<Result<(Millis, usize), ChatError>>,
+    },
+    History { conn: ConnId, before: Option<u64>, limit: usize, reply: oneshot::Sender<Result<HistoryPage, ChatError>> },
+    Names { reply: oneshot::Sender<Vec<UserName>> },
+    Retract { id: u64 },
+}
+
+/// A cheap, cloneable handle to a room actor.
+#[derive(Clone)]
+pub struct RoomHandle {
+    pub name: RoomName,
+    tx: mpsc::Sender<Request>,
+    users: Arc<AtomicUsize>,
+}
+
+/// Settings a room needs from the configuration.
+#[derive(Clone)]
+pub struct RoomSettings {
+    pub cache_messages: usize,
+    pub members_per_room: usize,
+}
+
+impl RoomHandle {
+    /// Starts the actor for a room whose `recent` messages (oldest first) were loaded from the
+    /// store; `complete` says whether they are all the room has.
+    pub fn spawn(
+        name: RoomName,
+        room_id: i64,
+        recent: Vec<Message>,
+        complete: bool,
+        settings: RoomSettings,
+        store: Arc<Store>,
+        bots: Arc<Bots>,
+    ) -> RoomHandle {
+        let (tx, rx) = mpsc::channel(1024);
+        let users = Arc::new(AtomicUsize::new(0));
+        let last_time = recent.last().map(|m| m.time).unwrap_or(0);
+        let room = Room {
+            name: name.clone(),
+            room_id,
+            members: HashMap::new(),
+            users: HashMap::new(),
+            user_count: users.clone(),
+            recent: recent.into_iter().map(Posted::new).collect(),
+            complete,
+            last_time,
+            settings,
+            store,
+            bots,
+        };
+        tokio::spawn(room.run(rx));
+        RoomHandle { name, tx, users }
+    }
+
+    /// How many distinct users are in the room now.
+    pub fn user_count(&self) -> usize {
+        self.users.load(Ordering::Relaxed)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ChatError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || ChatError::Storage("room unavailable".into());
+        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    pub async fn join(&self, conn: ConnId, user: UserName, outbox: Outbox) -> Result<Joined, ChatError> {
+        self.ask(|reply| Request::Join { conn, user, outbox, reply }).await?
+    }
+
+    /// Leaves; `false` if the connection was not a member.
+    pub async fn part(&self, conn: ConnId) -> bool {
+        self.ask(|reply| Request::Part { conn, reply }).await.unwrap_or(false)
+    }
+
+    pub async fn post(&self, conn: ConnId, user: UserName, text: String, as_bot: bool) -> Result<Accepted, ChatError> {
+        self.ask(|reply| Request::Post { conn, user, text, as_bot, reply }).await?
+    }
+
+    /// Relays a bot command line; returns its time and how many bots serve its word.
+    pub async fn bot_command(
+        &self,
+        conn: ConnId,
+        user: UserName,
+        text: String,
+        word: CommandWord,
+        as_bot: bool,
+    ) -> Result<(Millis, usize), ChatError> {
+        self.ask(|reply| Request::BotCommand { conn, user, text, word, as_bot, reply }).await?
+    }
+
+    pub async fn history(&self, conn: ConnId, before: Option<u64>, limit: usize) -> Result<HistoryPage, ChatError> {
+        self.ask(|reply| Request::History { conn, before, limit, reply }).await?
+    }
+
+    pub async fn names(&self) -> Result<Vec<UserName>, ChatError> {
+        self.ask(|reply| Request::Names { reply }).await
+    }
+
+    /// Drops a message that could not be stored from the cache.
+    pub async fn retract(&self, id: u64) {
+        let _ = self.tx.send(Request::Retract { id }).await;
+    }
+}
+
+struct Member {
+    user: UserName,
+    outbox: Outbox,
+}
+
+struct Room {
+    name: RoomName,
+    room_id: i64,
+    members: HashMap<ConnId, Member>,
+    /// Connections per user, for JOIN/PART events and NAMES.
+    users: HashMap<UserName, usize>,
+    user_count: Arc<AtomicUsize>,
+    recent: VecDeque<Arc<Posted>>,
+    /// True while `recent` holds every message the room has (so no page needs the database).
+    complete: bool,
+    last_time: Millis,
+    settings: RoomSettings,
+    store: Arc<Store>,
+    bots: Arc<Bots>,
+}
+
+impl Room {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(req) = rx.recv().await {
+            match req {
+                Request::Join { conn, user, outbox, reply } => {
+                    let _ = reply.send(self.join(conn, user, outbox));
+                }
+                Request::Part { conn, reply } => {
+                    let _ = reply.send(self.remove(conn));
+                }
+                Request::Post { conn, user, text, as_bot, reply } => {
+                    let result = self.post(conn, user, text, as_bot).await;
+                    let _ = reply.send(result);
+                }
+                Request::BotCommand { conn, user, text, word, as_bot, reply } => {
+                    let _ = reply.send(self.bot_command(conn, user, text, word, as_bot));
+                }
+                Request::History { conn, before, limit, reply } => {
+                    let _ = reply.send(self.history(conn, before, limit));
+                }
+                Request::Names { reply } => {
+                    let mut names: Vec<UserName> = self.users.keys().cloned().collect();
+                    names.sort();
+                    let _ = reply.send(names);
+                }
+                Request::Retract { id } => self.recent.retain(|p| p.msg.id != id),
+            }
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, user: UserName, outbox: Outbox) -> Result<Joined, ChatError> {
+        if !self.members.contains_key(&conn) {
+            if self.members.len() >= self.settings.members_per_room {
+                return Err(ChatError::LimitReached(self.name.clone(), "this room is full"));
+            }
+            let first = {
+                let n = self.users.entry(user.clone()).or_insert(0);
+                *n += 1;
+                *n == 1
+            };
+            if first {
+                self.broadcast(Event::Joined { room: self.name.clone(), user: user.clone() }, None);
+            }
+            self.members.insert(conn, Member { user, outbox });
+            self.user_count.store(self.users.len(), Ordering::Relaxed);
+        }
+        let skip = self.recent.len().saturating_sub(crate::parse::HISTORY_PAGE);
+        Ok(Joined { history: self.recent.iter().skip(skip).cloned().collect(), users: self.users.len() })
+    }
+
+    /// Removes a member; announces PART when it was the user's last connection here.
+    fn remove(&mut self, conn: ConnId) -> bool {
+        let Some(member) = self.members.remove(&conn) else { return false };
+        let last = match self.users.get_mut(&member.user) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                self.users.remove(&member.user);
+                true
+            }
+        };
+        self.user_count.store(self.users.len(), Ordering::Relaxed);
+        if last {
+            self.broadcast(Event::Parted { room: self.name.clone(), user: member.user }, None);
+        }
+        true
+    }
+
+    /// Pushes an event to every member but `except`; members whose queue is full are dropped.
+    fn broadcast(&mut self, event: Event, except: Option<ConnId>) {
+        let mut overflowed = Vec::new();
+        for (conn, member) in &self.members {
+            if Some(*conn) != except && !member.outbox.push(event.clone()) {
+                overflowed.push(*conn);
+            }
+        }
+        for conn in overflowed {
+            self.remove(conn);
+        }
+    }
+
+    fn may_post(&self, conn: ConnId, as_bot: bool) -> Result<(), ChatError> {
+        if as_bot || self.members.contains_key(&conn) {
+            Ok(())
+        } else {
+            Err(ChatError::NotMember(self.name.clone()))
+        }
+    }
+
+    /// The time for a new message: now, but never before the previous one (clocks can step back).
+    fn next_time(&mut self) -> Millis {
+        self.last_time = self.last_time.max(now_millis());
+        self.last_time
+    }
+
+    async fn post(&mut self, conn: ConnId, user: UserName, text: String, as_bot: bool) -> Result<Accepted, ChatError> {
+        self.may_post(conn, as_bot)?;
+        let msg = Message {
+            id: self.store.next_message_id(),
+            room: self.name.clone(),
+            time: self.next_time(),
+            sender: user,
+            text,
+        };
+        let posted = Posted::new(msg);
+        self.broadcast(Event::Message(posted.clone()), Some(conn));
+        self.recent.push_back(posted.clone());
+        if self.recent.len() > self.settings.cache_messages {
+            self.recent.pop_front();
+            self.complete = false;
+        }
+        let committed = self.store.append(self.room_id, posted.clone()).await;
+        Ok(Accepted { posted, committed })
+    }
+
+    fn bot_command(
+        &mut self,
+        conn: ConnId,
+        user: UserName,
+        text: String,
+        word: CommandWord,
+        as_bot: bool,
+    ) -> Result<(Millis, usize), ChatError> {
+        self.may_post(conn, as_bot)?;
+        let time = self.next_time();
+        let event = Event::Command(Arc::new(BotLine { room: self.name.clone(), time, sender: user, text }));
+        self.broadcast(event.clone(), Some(conn));
+        let members = &self.members;
+        let bots = self.bots.relay(&word, &event, |c| c == conn || members.contains_key(&c));
+        Ok((time, bots))
+    }
+
+    fn history(&self, conn: ConnId, before: Option<u64>, limit: usize) -> Result<HistoryPage, ChatError> {
+        if !self.members.contains_key(&conn) {
+            return Err(ChatError::NotMember(self.name.clone()));
+        }
+        let older: Vec<&Arc<Posted>> = self.recent.iter().filter(|p| before.is_none_or(|b| p.msg.id < b)).collect();
+        if older.len() >= limit || self.complete {
+            let skip = older.len().saturating_sub(limit);
+            return Ok(HistoryPage::Cached(older[skip..].iter().map(|p| (*p).clone()).collect()));
+        }
+        Ok(HistoryPage::FromStore { room_id: self.room_id })
+    }
+}

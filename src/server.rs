@@ -1,0 +1,130 @@
+//! The listeners: accept TCP connections, admit them (connection limits), finish the TLS handshake
+//! within its timeout, and run a `Session` for each. Also the graceful shutdown sequence.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio_rustls::TlsAcceptor;
+
+use crate::accounts::Accounts;
+use crate::bots::Bots;
+use crate::config::Config;
+use crate::connection::{self, BoxStream};
+use crate::limits::ConnectionGate;
+use crate::outbox;
+use crate::rooms::Rooms;
+use crate::session::Session;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// What every connection shares.
+pub struct Shared {
+    pub config: Config,
+    pub rooms: Rooms,
+    pub accounts: Accounts,
+    pub bots: Arc<Bots>,
+    pub store: Arc<Store>,
+    pub gate: ConnectionGate,
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Binds a listener with an explicit accept backlog (tokio's default of 128 drops connections in a
+/// connect burst).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Accepts connections until the shutdown signal.
+pub async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    notify_shutdown: broadcast::Sender<()>,
+    done: mpsc::Sender<()>,
+) {
+    let mut shutdown = Shutdown::new(notify_shutdown.subscribe());
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.recv() => return,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let shutdown = Shutdown::new(notify_shutdown.subscribe());
+        let done = done.clone();
+        tokio::spawn(async move {
+            handle(tcp, peer, tls, shared, shutdown).await;
+            drop(done);
+        });
+    }
+}
+
+async fn handle(tcp: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shared: Arc<Shared>, shutdown: Shutdown) {
+    let admission = match shared.gate.admit(peer.ip()) {
+        Ok(a) => a,
+        Err(refusal) => {
+            tracing::info!(%peer, reason = refusal.reason(), "connection refused");
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let limits = &shared.config.limits;
+    let handshake = Duration::from_secs(limits.handshake_timeout_secs);
+    let stream: BoxStream = match tls {
+        None => Box::new(tcp),
+        Some(acceptor) => {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(handshake, tcp.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
+                Ok(Ok(1)) => {
+                    // Someone typed into a plain TCP client: say what this port is, then close.
+                    let mut tcp = tcp;
+                    let _ = tcp
+                        .write_all(b"* BYE :this port speaks TLS; use: openssl s_client -quiet -connect HOST:PORT\r\n")
+                        .await;
+                    return;
+                }
+                _ => return,
+            }
+            match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let (reader, writer) = connection::split(stream, limits.max_line_bytes);
+    let (outbox, inbox) = outbox::outbox(id, limits.send_queue_lines, limits.send_queue_bytes);
+    tracing::debug!(conn = id, %peer, "connected");
+    Session::new(id, peer.ip(), reader, writer, inbox, outbox, shared.clone(), shutdown).run().await;
+    tracing::debug!(conn = id, "disconnected");
+    drop(admission);
+}

@@ -1,0 +1,410 @@
+//! One connection's task: reads frames, parses them into commands, applies each command (the one
+//! `apply`), writes replies and the events its rooms push, and enforces the per-connection limits
+//! (flood control, idle PING, login timeout, slow-reader disconnect).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{sleep_until, Instant};
+
+use crate::command::{Command, Request, Verb, ALL_VERBS};
+use crate::connection::{Frame, FrameReader, FrameWriter};
+use crate::error::ChatError;
+use crate::model::format_time;
+use crate::names::{CommandWord, RoomName, UserName};
+use crate::outbox::{ConnId, Inbox, Outbox, OverflowWatch};
+use crate::parse::{parse_line, HISTORY_PAGE};
+use crate::reply::{self, Replies};
+use crate::room::{HistoryPage, RoomHandle};
+use crate::server::Shared;
+use crate::shutdown::Shutdown;
+use crate::limits::TokenBucket;
+
+/// Most events written in one batch before the socket is flushed.
+const EVENTS_PER_FLUSH: usize = 512;
+
+pub struct Session {
+    id: ConnId,
+    peer: IpAddr,
+    reader: FrameReader,
+    writer: FrameWriter,
+    inbox: Inbox,
+    overflow: OverflowWatch,
+    outbox: Outbox,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    /// Lines read but held back by flood control.
+    pending: VecDeque<Frame>,
+    flood: Option<TokenBucket>,
+    warned_flood: bool,
+    user: Option<UserName>,
+    is_bot: bool,
+    serving: bool,
+    joined: HashMap<RoomName, RoomHandle>,
+}
+
+/// Whether the connection goes on after a command.
+#[derive(PartialEq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ConnId,
+        peer: IpAddr,
+        reader: FrameReader,
+        writer: FrameWriter,
+        inbox: Inbox,
+        outbox: Outbox,
+        shared: Arc<Shared>,
+        shutdown: Shutdown,
+    ) -> Session {
+        let limits = &shared.config.limits;
+        let flood = (!shared.gate.exempt(peer)).then(|| TokenBucket::new(limits.flood_burst, limits.flood_rate_per_sec));
+        Session {
+            id,
+            peer,
+            reader,
+            writer,
+            overflow: inbox.overflow_watch(),
+            inbox,
+            outbox,
+            shared,
+            shutdown,
+            pending: VecDeque::new(),
+            flood,
+            warned_flood: false,
+            user: None,
+            is_bot: false,
+            serving: false,
+            joined: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        let reason = self.serve().await;
+        if let Some(reason) = reason {
+            reply::server_event(&mut self.writer.out, "BYE", &[], Some(reason));
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.flush()).await;
+        }
+        self.leave_everything().await;
+        self.writer.shutdown().await;
+    }
+
+    /// The connection's main loop. Returns the reason to send with `* BYE`, if any.
+    async fn serve(&mut self) -> Option<&'static str> {
+        let limits = self.shared.config.limits.clone();
+        reply::server_event(
+            &mut self.writer.out,
+            "HELLO",
+            &["chatd", env!("CARGO_PKG_VERSION")],
+            Some("Welcome to chatd. Type HELP for the commands."),
+        );
+        let login_deadline = Instant::now() + Duration::from_secs(limits.login_timeout_secs);
+        let ping_after = Duration::from_secs(limits.ping_after_secs);
+        let ping_timeout = Duration::from_secs(limits.ping_timeout_secs);
+        let mut last_heard = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        loop {
+            if self.writer.has_pending() && self.writer.flush().await.is_err() {
+                return None;
+            }
+            let mut deadline = match ping_sent {
+                None => last_heard + ping_after,
+                Some(t) => t + ping_timeout,
+            };
+            if self.user.is_none() {
+                deadline = deadline.min(login_deadline);
+            }
+            let flood_ready = self.next_pending_at();
+            let may_read = self.pending.len() <= limits.flood_max_backlog as usize;
+            tokio::select! {
+                biased;
+                _ = self.shutdown.recv() => return Some("server shutting down"),
+                _ = self.overflow.overflowed() => return Some("send queue full (slow reader)"),
+                Some(event) = self.inbox.recv() => {
+                    reply::event(&mut self.writer.out, &event);
+                    for _ in 0..EVENTS_PER_FLUSH {
+                        match self.inbox.try_recv() {
+                            Some(event) => reply::event(&mut self.writer.out, &event),
+                            None => break,
+                        }
+                    }
+                }
+                _ = sleep_until(flood_ready.unwrap_or(deadline)), if flood_ready.is_some() => {
+                    if self.process_pending().await == Flow::Close {
+                        return None;
+                    }
+                }
+                frame = self.reader.read_frame(), if may_read => {
+                    let frame = match frame {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) | Err(_) => return None,
+                    };
+                    last_heard = Instant::now();
+                    ping_sent = None;
+                    self.pending.push_back(frame);
+                    if self.pending.len() > limits.flood_max_backlog as usize {
+                        return Some("excess flood");
+                    }
+                    if self.process_pending().await == Flow::Close {
+                        return None;
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    if self.user.is_none() && Instant::now() >= login_deadline {
+                        return Some("login timeout");
+                    }
+                    if ping_sent.is_some() {
+                        return Some("ping timeout");
+                    }
+                    let token = format!("{}", self.id);
+                    reply::server_event(&mut self.writer.out, "PING", &[&token], None);
+                    ping_sent = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// When the next held-back line may run, if one is waiting on flood control.
+    fn next_pending_at(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(self.flood.as_ref().map_or_else(Instant::now, |b| b.ready_at().into()))
+    }
+
+    /// Runs held-back lines while flood control allows.
+    async fn process_pending(&mut self) -> Flow {
+        while !self.pending.is_empty() {
+            if let Some(bucket) = self.flood.as_mut() {
+                if bucket.take(Instant::now().into_std()).is_err() {
+                    if !self.warned_flood {
+                        self.warned_flood = true;
+                        reply::server_event(&mut self.writer.out, "NOTICE", &[], Some("slow down: you are sending too fast, your lines are being delayed"));
+                    }
+                    return Flow::Continue;
+                }
+            }
+            let frame = self.pending.pop_front().expect("front exists");
+            if self.handle_frame(frame).await == Flow::Close {
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn handle_frame(&mut self, frame: Frame) -> Flow {
+        let max_line = self.shared.config.limits.max_line_bytes;
+        let max_message = self.shared.config.limits.max_message_bytes;
+        let line = match frame {
+            Frame::TooLong => {
+                let mut out = String::new();
+                Replies { out: &mut out, label: None, verb: "*" }.error(&ChatError::LineTooLong(max_line));
+                self.writer.out.extend_from_slice(out.as_bytes());
+                return Flow::Continue;
+            }
+            Frame::Line(line) => line,
+        };
+        if line.iter().all(|b| *b == b' ') {
+            return Flow::Continue;
+        }
+        let mut out = String::new();
+        let flow = match parse_line(&line, max_message) {
+            Err(rejected) => {
+                Replies { out: &mut out, label: rejected.label.as_ref(), verb: &rejected.verb }.error(&rejected.error);
+                Flow::Continue
+            }
+            Ok(request) => self.apply(request, &mut out).await,
+        };
+        self.writer.out.extend_from_slice(out.as_bytes());
+        flow
+    }
+
+    /// Applies one command and writes its replies.
+    async fn apply(&mut self, request: Request, out: &mut String) -> Flow {
+        let Request { label, command } = request;
+        let verb = command.verb();
+        let mut r = Replies { out, label: label.as_ref(), verb: verb.as_str() };
+        let result = if self.user.is_none() && !verb.allowed_anonymous() {
+            Err(ChatError::NotLoggedIn)
+        } else {
+            self.execute(command, &mut r).await
+        };
+        match result {
+            Ok(flow) => flow,
+            Err(e) => {
+                r.error(&e);
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn execute(&mut self, command: Command, r: &mut Replies<'_>) -> Result<Flow, ChatError> {
+        let limits = &self.shared.config.limits;
+        match command {
+            Command::Help(topic) => {
+                let verbs: Vec<Verb> = topic.map_or(ALL_VERBS.to_vec(), |v| vec![v]);
+                for v in verbs {
+                    r.line(100, &[], Some(&format!("{:<44} {}", v.usage(), v.summary())));
+                }
+                r.ok(&[], Some("end of help; the full protocol is in PROTOCOL.md"));
+            }
+            Command::Register { user, password } => {
+                if self.user.is_some() {
+                    return Err(ChatError::AlreadyLoggedIn);
+                }
+                let who = self.shared.accounts.register(&user, &password, self.peer).await?;
+                r.ok(&[who.user.as_str()], Some(&format!("account created, logged in as {}", who.user)));
+                self.user = Some(who.user);
+            }
+            Command::Login { user, password } => {
+                if self.user.is_some() {
+                    return Err(ChatError::AlreadyLoggedIn);
+                }
+                let who = self.shared.accounts.login(&user, &password, self.peer).await?;
+                tracing::debug!(conn = self.id, user = %who.user, "logged in");
+                r.ok(&[who.user.as_str()], Some(&format!("logged in as {}", who.user)));
+                self.user = Some(who.user);
+                self.is_bot = who.is_bot;
+                if who.is_bot {
+                    self.flood = None;
+                }
+            }
+            Command::Logout => {
+                self.leave_everything().await;
+                self.user = None;
+                self.is_bot = false;
+                r.ok(&[], Some("logged out"));
+            }
+            Command::Quit(_) => {
+                r.ok(&[], Some("bye"));
+                return Ok(Flow::Close);
+            }
+            Command::Rooms => {
+                let rooms = self.shared.rooms.list().await;
+                for (name, users) in &rooms {
+                    r.line(110, &[name.as_str(), &users.to_string()], None);
+                }
+                r.ok(&[&rooms.len().to_string()], Some("rooms listed"));
+            }
+            Command::Join(room) => {
+                if !self.joined.contains_key(&room) && self.joined.len() >= limits.rooms_per_connection {
+                    return Err(ChatError::LimitReached(room, "you are in too many rooms"));
+                }
+                let handle = self.shared.rooms.get(&room, self.shared.config.rooms.auto_create).await?;
+                let joined = handle.join(self.id, self.user()?, self.outbox.clone()).await?;
+                for posted in &joined.history {
+                    r.message(&posted.msg);
+                }
+                r.ok(&[room.as_str(), &joined.users.to_string()], Some(&format!("joined {room}")));
+                self.joined.insert(room, handle);
+            }
+            Command::Part(room) => {
+                let handle = self.joined.remove(&room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
+                handle.part(self.id).await;
+                r.ok(&[room.as_str()], Some(&format!("left {room}")));
+            }
+            Command::Names(room) => {
+                let handle = match self.joined.get(&room) {
+                    Some(h) => h.clone(),
+                    None => self.shared.rooms.get(&room, false).await?,
+                };
+                let names = handle.names().await?;
+                for name in &names {
+                    r.line(120, &[room.as_str(), name.as_str()], None);
+                }
+                r.ok(&[room.as_str(), &names.len().to_string()], Some("users listed"));
+            }
+            Command::Msg { room, text } => return self.post(room, text, r).await.map(|()| Flow::Continue),
+            Command::History { room, before, limit } => {
+                let handle = self.joined.get(&room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
+                let limit = limit.unwrap_or(HISTORY_PAGE);
+                let messages = match handle.history(self.id, before, limit).await? {
+                    HistoryPage::Cached(page) => page.iter().map(|p| p.msg.clone()).collect(),
+                    HistoryPage::FromStore { room_id } => self
+                        .shared
+                        .store
+                        .history(room_id, room.clone(), before, limit)
+                        .await
+                        .map_err(|e| ChatError::Storage(e.to_string()))?,
+                };
+                for m in &messages {
+                    r.message(m);
+                }
+                let n = messages.len().to_string();
+                r.ok(&[room.as_str(), &n], Some(&format!("{n} messages")));
+            }
+            Command::Ping(token) => match token {
+                Some(t) => r.ok(&[t.as_str()], None),
+                None => r.ok(&[], None),
+            },
+            Command::Pong(_) => {}
+            Command::Serve(word) => {
+                if !self.is_bot {
+                    return Err(ChatError::NotABot);
+                }
+                self.shared.bots.serve(word.clone(), self.outbox.clone());
+                self.serving = true;
+                r.ok(&[word.as_str()], Some(&format!("serving /{word}")));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn user(&self) -> Result<UserName, ChatError> {
+        self.user.clone().ok_or(ChatError::NotLoggedIn)
+    }
+
+    /// MSG: a bot command line is relayed; anything else is stored, and acknowledged once durable.
+    async fn post(&mut self, room: RoomName, text: String, r: &mut Replies<'_>) -> Result<(), ChatError> {
+        let user = self.user()?;
+        let handle = match self.joined.get(&room) {
+            Some(h) => h.clone(),
+            None if self.serving => self.shared.rooms.get(&room, false).await?,
+            None => return Err(ChatError::NotMember(room)),
+        };
+        if let Some(word) = CommandWord::of_bot_line(&text) {
+            let (time, bots) = handle.bot_command(self.id, user, text, word.clone(), self.serving).await?;
+            if bots == 0 {
+                return Err(ChatError::NoBot(room, word));
+            }
+            r.ok(&[room.as_str(), "-", &format_time(time)], Some(&format!("relayed to {bots} bot(s)")));
+            return Ok(());
+        }
+        let accepted = handle.post(self.id, user, text, self.serving).await?;
+        // Events queued so far go out while the commit runs.
+        let _ = self.writer.flush().await;
+        match accepted.committed.await {
+            Ok(Ok(())) => {
+                let m = &accepted.posted.msg;
+                r.ok(&[room.as_str(), &m.id.to_string(), &format_time(m.time)], None);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                handle.retract(accepted.posted.msg.id).await;
+                Err(ChatError::Storage(e.to_string()))
+            }
+            Err(_) => {
+                handle.retract(accepted.posted.msg.id).await;
+                Err(ChatError::Storage("storage stopped".into()))
+            }
+        }
+    }
+
+    /// Leaves every room and stops serving bot commands (LOGOUT, QUIT, disconnect).
+    async fn leave_everything(&mut self) {
+        for (_, handle) in self.joined.drain() {
+            handle.part(self.id).await;
+        }
+        if self.serving {
+            self.shared.bots.forget(self.id);
+            self.serving = false;
+        }
+    }
+}

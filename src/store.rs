@@ -1,0 +1,360 @@
+//! Storage: SQLite in WAL mode, owned by one writer thread that commits in groups (one fsync for
+//! every message that arrived while the previous commit ran), plus a reader connection used from
+//! the blocking pool. Nothing here runs on the async worker threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{Message, Millis, Posted};
+use crate::names::{RoomName, UserName};
+
+/// `chat` in ASCII: marks a file as chatd's database.
+const APPLICATION_ID: i32 = 0x6368_6174;
+const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE accounts (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    is_bot INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE rooms (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    ts_ms INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX messages_by_room ON messages(room_id, ts_ms, id);
+";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Sqlite(String),
+    #[error("{path} is not a chatd database ({why}); refusing to touch it")]
+    Foreign { path: PathBuf, why: String },
+    #[error("the storage thread has stopped")]
+    Closed,
+    #[error("cannot create {path}: {why}")]
+    Create { path: PathBuf, why: String },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum WriteOp {
+    Append { posted: Arc<Posted>, room_id: i64, ack: Reply<()> },
+    CreateAccount { name: UserName, hash: String, ack: Reply<bool> },
+    UpsertBotAccount { name: UserName, hash: String, ack: Reply<()> },
+    CreateRoom { name: RoomName, ack: Reply<i64> },
+    Shutdown,
+}
+
+/// The handle the rest of the daemon uses. Cheap to share behind an `Arc`.
+pub struct Store {
+    writer: mpsc::Sender<WriteOp>,
+    reader: Arc<Mutex<Connection>>,
+    next_id: AtomicU64,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (or creates, owner-only) the database, checks it is chatd's and intact, and starts
+    /// the writer thread.
+    pub fn open(path: &Path, max_batch: usize) -> Result<Arc<Store>, StoreError> {
+        create_private(path)?;
+        let writer_conn = open_checked(path)?;
+        let reader = open_checked(path)?;
+        let max_id: i64 = reader.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| r.get(0))?;
+        let (tx, rx) = mpsc::channel(max_batch * 4);
+        let thread = std::thread::Builder::new()
+            .name("chatd-store".into())
+            .spawn(move || writer_loop(writer_conn, rx, max_batch))
+            .map_err(|e| StoreError::Sqlite(e.to_string()))?;
+        Ok(Arc::new(Store {
+            writer: tx,
+            reader: Arc::new(Mutex::new(reader)),
+            next_id: AtomicU64::new(max_id as u64 + 1),
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// A fresh message id: unique across rooms, increasing.
+    pub fn next_message_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(op(tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a message for the next group commit. The receiver resolves once it is durable.
+    pub async fn append(&self, room_id: i64, posted: Arc<Posted>) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(WriteOp::Append { ack, .. })) =
+            self.writer.send(WriteOp::Append { posted, room_id, ack }).await
+        {
+            let _ = ack.send(Err(StoreError::Closed));
+        }
+        rx
+    }
+
+    /// Creates an account; `false` when the name is taken.
+    pub async fn create_account(&self, name: UserName, hash: String) -> Result<bool, StoreError> {
+        self.write(|ack| WriteOp::CreateAccount { name, hash, ack }).await
+    }
+
+    /// Creates or re-keys a bot account.
+    pub async fn upsert_bot_account(&self, name: UserName, hash: String) -> Result<(), StoreError> {
+        self.write(|ack| WriteOp::UpsertBotAccount { name, hash, ack }).await
+    }
+
+    /// Creates the room if it does not exist; returns its id either way.
+    pub async fn create_room(&self, name: RoomName) -> Result<i64, StoreError> {
+        self.write(|ack| WriteOp::CreateRoom { name, ack }).await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn).map_err(StoreError::from)
+        })
+        .await
+        .map_err(|e| StoreError::Sqlite(e.to_string()))?
+    }
+
+    /// The password hash of an account, if it exists.
+    pub async fn account_hash(&self, name: UserName) -> Result<Option<String>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT hash FROM accounts WHERE name = ?1")?
+                .query_row([name.as_str()], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    /// All rooms, as (id, name).
+    pub async fn rooms(&self) -> Result<Vec<(i64, RoomName)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT id, name FROM rooms ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, name) = row?;
+                if let Some(name) = RoomName::parse(&name) {
+                    out.push((id, name));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Up to `limit` messages of a room before message `before` (all when `None`), oldest first.
+    pub async fn history(
+        &self,
+        room_id: i64,
+        room: RoomName,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.read(move |c| {
+            let before = before.map(|b| b as i64).unwrap_or(i64::MAX);
+            let mut stmt = c.prepare_cached(
+                "SELECT id, ts_ms, sender, text FROM messages WHERE room_id = ?1 AND id < ?2 \
+                 ORDER BY ts_ms DESC, id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![room_id, before, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Millis>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, time, sender, text) = row?;
+                let sender = UserName::parse(&sender).unwrap_or_else(|| UserName::parse("unknown").unwrap());
+                out.push(Message { id: id as u64, room: room.clone(), time, sender, text });
+            }
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Commits what is queued and stops the writer thread. Later writes fail with `Closed`.
+    pub async fn close(&self) {
+        let _ = self.writer.send(WriteOp::Shutdown).await;
+        let thread = self.thread.lock().unwrap().take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Creates the file (and its directory) owner-only if missing, so no other user can read it.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let err = |e: std::io::Error| StoreError::Create { path: path.into(), why: e.to_string() };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(err)?;
+    Ok(())
+}
+
+fn open_checked(path: &Path) -> Result<Connection, StoreError> {
+    let foreign = |why: String| StoreError::Foreign { path: path.into(), why };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
+    let tables: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| foreign(e.to_string()))?;
+    if app_id == 0 && tables == 0 {
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
+    } else if app_id != APPLICATION_ID {
+        return Err(foreign(format!("application_id is {app_id:#x}, not chatd's")));
+    }
+    let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version != SCHEMA_VERSION {
+        return Err(foreign(format!("schema version {version}, this chatd knows {SCHEMA_VERSION}")));
+    }
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
+    if check != "ok" {
+        return Err(foreign(format!("integrity check failed: {check}")));
+    }
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(op) = rx.blocking_recv() {
+        batch.push(op);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let stop = batch.iter().any(|op| matches!(op, WriteOp::Shutdown));
+        commit(&mut conn, &mut batch);
+        if stop {
+            break;
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+/// What one operation produced, before the commit decides whether it stands.
+enum Outcome {
+    Unit(Result<(), StoreError>),
+    Created(Result<bool, StoreError>),
+    RoomId(Result<i64, StoreError>),
+}
+
+/// Applies a batch in one transaction and answers every operation after the commit: on a failed
+/// commit, every operation in it gets the error (nothing was stored).
+fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
+    let result = (|| -> Result<Vec<Outcome>, StoreError> {
+        let tx = conn.transaction()?;
+        let outcomes = batch.iter().map(|op| apply(&tx, op)).collect();
+        tx.commit()?;
+        Ok(outcomes)
+    })();
+    if let Err(e) = &result {
+        tracing::error!(error = %e, ops = batch.len(), "storage commit failed");
+    }
+    let mut outcomes = result.as_ref().ok().map(|v| v.iter());
+    for op in batch.drain(..) {
+        let outcome = outcomes.as_mut().and_then(|it| it.next());
+        let fail = || result.as_ref().err().cloned().unwrap_or(StoreError::Closed);
+        match (op, outcome) {
+            (WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. }, Some(Outcome::Unit(r))) => {
+                let _ = ack.send(r.clone());
+            }
+            (WriteOp::CreateAccount { ack, .. }, Some(Outcome::Created(r))) => {
+                let _ = ack.send(r.clone());
+            }
+            (WriteOp::CreateRoom { ack, .. }, Some(Outcome::RoomId(r))) => {
+                let _ = ack.send(r.clone());
+            }
+            (WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. }, _) => {
+                let _ = ack.send(Err(fail()));
+            }
+            (WriteOp::CreateAccount { ack, .. }, _) => {
+                let _ = ack.send(Err(fail()));
+            }
+            (WriteOp::CreateRoom { ack, .. }, _) => {
+                let _ = ack.send(Err(fail()));
+            }
+            (WriteOp::Shutdown, _) => {}
+        }
+    }
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Outcome {
+    let now = crate::model::now_millis();
+    match op {
+        WriteOp::Append { posted, room_id, .. } => {
+            let m = &posted.msg;
+            Outcome::Unit(
+                tx.prepare_cached("INSERT INTO messages (id, room_id, ts_ms, sender, text) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .and_then(|mut s| s.execute(params![m.id as i64, room_id, m.time, m.sender.as_str(), m.text]))
+                    .map(|_| ())
+                    .map_err(StoreError::from),
+            )
+        }
+        WriteOp::CreateAccount { name, hash, .. } => Outcome::Created(
+            tx.prepare_cached("INSERT OR IGNORE INTO accounts (name, hash, is_bot, created_ms) VALUES (?1, ?2, 0, ?3)")
+                .and_then(|mut s| s.execute(params![name.as_str(), hash, now]))
+                .map(|n| n == 1)
+                .map_err(StoreError::from),
+        ),
+        WriteOp::UpsertBotAccount { name, hash, .. } => Outcome::Unit(
+            tx.prepare_cached(
+                "INSERT INTO accounts (name, hash, is_bot, created_ms) VALUES (?1, ?2, 1, ?3) \
+                 ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, is_bot = 1",
+            )
+            .and_then(|mut s| s.execute(params![name.as_str(), hash, now]))
+            .map(|_| ())
+            .map_err(StoreError::from),
+        ),
+        WriteOp::CreateRoom { name, .. } => Outcome::RoomId(
+            tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![name.as_str(), now]))
+                .and_then(|_| {
+                    tx.prepare_cached("SELECT id FROM rooms WHERE name = ?1")?
+                        .query_row([name.as_str()], |r| r.get(0))
+                })
+                .map_err(StoreError::from),
+        ),
+        WriteOp::Shutdown => Outcome::Unit(Ok(())),
+    }
+}
