@@ -1,1 +1,194 @@
-fn main(){}
+//! chatd-bench: a load generator for chatd (and, for comparison, plain IRC daemons).
+//!
+//! Scenarios: fanout, idle, posts, history, storm. Each prints a human summary and a JSON
+//! result (stdout, or the file given with --json). It only ever connects to loopback addresses,
+//! and every loop is bounded in count and by --timeout.
+
+mod client;
+mod engine;
+mod hist;
+mod report;
+mod scenarios;
+mod sys;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use client::{Proto, Target};
+
+#[derive(Parser)]
+#[command(name = "chatd-bench", version, about = "Load generator for chatd and IRC daemons (loopback only)")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Protocol spoken by the target.
+    #[arg(long, value_enum, default_value = "chatd", global = true)]
+    pub proto: Proto,
+    /// Target address (must be loopback).
+    #[arg(long, default_value = "127.0.0.1:6697", global = true)]
+    pub addr: String,
+    /// Use TLS (chatd's main listener; IRC TLS ports). Without it: plain TCP.
+    #[arg(long, global = true)]
+    pub tls: bool,
+    /// CA certificate (PEM) to trust for --tls, e.g. chatd's certs/ca.pem.
+    #[arg(long, global = true)]
+    pub ca: Option<PathBuf>,
+    /// With --tls and no --ca: pin whatever certificate the server shows (self-signed test certs).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Name checked against the server certificate.
+    #[arg(long, default_value = "localhost", global = true)]
+    pub server_name: String,
+    /// PID of the daemon: report its CPU time (fanout) and memory (idle) from /proc.
+    #[arg(long, global = true)]
+    pub pid: Option<u32>,
+    /// Write the JSON result to this file (the summary then goes to stdout); default: JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+    /// Overall time limit in seconds; the run stops (with what it has) when reached.
+    #[arg(long, default_value_t = 600, global = true)]
+    pub timeout: u64,
+    /// Generator worker threads (the daemon under test shares the machine).
+    #[arg(long, default_value_t = 1, global = true)]
+    pub threads: usize,
+    /// User names / nicks are <prefix><5 digits>.
+    #[arg(long, default_value = "bench", global = true)]
+    pub prefix: String,
+    /// chatd password of the bench accounts.
+    #[arg(long, default_value = "bench-password-1", global = true)]
+    pub password: String,
+    /// Connections set up at once.
+    #[arg(long, default_value_t = 64, global = true)]
+    pub concurrency: usize,
+    /// Seconds one connect + login + join may take.
+    #[arg(long, default_value_t = 60, global = true)]
+    pub setup_timeout: u64,
+}
+
+#[derive(Subcommand)]
+pub enum Scenario {
+    /// C clients in R rooms; S of them post M messages each (open loop with --rate, else closed loop).
+    Fanout(scenarios::FanoutArgs),
+    /// N idle logged-in clients (each joined to a room): daemon memory per connection, connect time.
+    Idle(scenarios::IdleArgs),
+    /// chatd only: acknowledged (durable) messages/s from many senders into one room.
+    Posts(scenarios::PostsArgs),
+    /// chatd only: HISTORY round trips while a paced fan-out runs.
+    History(scenarios::HistoryArgs),
+    /// Chat latency without and with a login storm of L logins/s.
+    Storm(scenarios::StormArgs),
+    /// Offline: the median table over bench/compare.sh's result files (r<round>-<server>-<scenario>.json).
+    Report {
+        dir: PathBuf,
+        /// The server compared against the others.
+        #[arg(long, default_value = "chatd")]
+        subject: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let nofile = sys::raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.common.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(async move {
+        match run(cli, nofile).await {
+            Ok(ok) => {
+                if ok {
+                    0
+                } else {
+                    3
+                }
+            }
+            Err(e) => {
+                eprintln!("chatd-bench: error: {e:#}");
+                1
+            }
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(100));
+    std::process::exit(code);
+}
+
+/// Runs the scenario; Ok(false) when it finished but with lost messages, drops or errors.
+async fn run(cli: Cli, nofile: u64) -> Result<bool> {
+    let c = &cli.common;
+    if let Scenario::Report { dir, subject } = &cli.scenario {
+        print!("{}", report::report(dir, subject)?);
+        return Ok(true);
+    }
+    client::check_loopback(&c.addr)?;
+    if !c.tls && (c.ca.is_some() || c.insecure) {
+        anyhow::bail!("--ca/--insecure only make sense with --tls");
+    }
+    let tls = if c.tls {
+        Some(client::tls_config(&c.addr, &c.server_name, c.ca.as_deref(), c.insecure).await?)
+    } else {
+        None
+    };
+    let target = Target {
+        proto: c.proto,
+        addr: c.addr.clone(),
+        tls,
+        server_name: c.server_name.clone(),
+        prefix: c.prefix.clone(),
+        password: c.password.clone(),
+        setup_timeout: Duration::from_secs(c.setup_timeout),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(c.timeout);
+    let ctx = scenarios::Ctx { target, pid: c.pid, deadline, nofile, concurrency: c.concurrency };
+    let (name, out) = match &cli.scenario {
+        Scenario::Fanout(a) => ("fanout", scenarios::fanout(&ctx, a).await?),
+        Scenario::Idle(a) => ("idle", scenarios::idle(&ctx, a).await?),
+        Scenario::Posts(a) => ("posts", scenarios::posts(&ctx, a).await?),
+        Scenario::History(a) => ("history", scenarios::history(&ctx, a).await?),
+        Scenario::Storm(a) => ("storm", scenarios::storm(&ctx, a).await?),
+        Scenario::Report { .. } => unreachable!(),
+    };
+    let report = serde_json::json!({
+        "scenario": name,
+        "proto": c.proto,
+        "tls": c.tls,
+        "addr": c.addr,
+        "pid": c.pid,
+        "generator_threads": c.threads,
+        "ok": out.ok,
+        "params": out.params,
+        "results": out.results,
+        "problems": out.problems,
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    let mut summary = format!(
+        "chatd-bench {name} against {} ({:?}, {})\n{}",
+        c.addr,
+        c.proto,
+        if c.tls { "TLS" } else { "plaintext" },
+        out.summary
+    );
+    for p in &out.problems {
+        summary += &format!("\n  problem: {p}");
+    }
+    match &c.json {
+        Some(path) => {
+            std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            println!("{summary}");
+        }
+        None => {
+            eprintln!("{summary}");
+            println!("{text}");
+        }
+    }
+    Ok(out.ok)
+}

@@ -1,0 +1,259 @@
+//! Connecting one benchmark client: TCP or TLS to a loopback address, then either chatd's
+//! REGISTER/LOGIN + JOIN or IRC's NICK/USER + JOIN. The line transport is chatd-proto's
+//! `LineConn` for both protocols (IRC lines are lines too); chatd's server lines are parsed with
+//! chatd-proto's `ServerLine`, IRC lines with the small parser below.
+
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chatd_proto::line::ServerLine;
+use chatd_proto::{tls, LineConn, Trust};
+use rustls::ClientConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Chatd,
+    Irc,
+}
+
+/// Where and how to connect; cheap to clone (one per client task).
+#[derive(Clone)]
+pub struct Target {
+    pub proto: Proto,
+    pub addr: String,
+    pub tls: Option<Arc<ClientConfig>>,
+    pub server_name: String,
+    pub prefix: String,
+    pub password: String,
+    /// How long one connect + login + join may take.
+    pub setup_timeout: Duration,
+}
+
+/// Refuses anything but loopback: this tool only ever loads a daemon on this machine.
+pub fn check_loopback(addr: &str) -> Result<()> {
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .with_context(|| format!("--addr {addr}: not a host:port"))?
+        .collect();
+    if addrs.is_empty() {
+        bail!("--addr {addr} resolves to nothing");
+    }
+    if let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        bail!("--addr {addr} resolves to {a}, which is not loopback: chatd-bench only talks to 127.0.0.0/8 and ::1");
+    }
+    Ok(())
+}
+
+/// Builds the TLS client configuration: `--ca FILE` trusts that CA (chatd's certs/ca.pem),
+/// `--insecure` pins whatever certificate the server shows now (for self-signed IRC test certs).
+pub async fn tls_config(addr: &str, server_name: &str, ca: Option<&std::path::Path>, insecure: bool) -> Result<Arc<ClientConfig>> {
+    let trust = match (ca, insecure) {
+        (Some(path), _) => Trust::CaFile(path.to_path_buf()),
+        (None, true) => {
+            let fp = tls::probe_fingerprint(addr, server_name)
+                .await
+                .map_err(|e| connect_error(addr, e))?;
+            Trust::Fingerprint(chatd_proto::parse_fingerprint(&fp).context("bad fingerprint")?)
+        }
+        (None, false) => Trust::System,
+    };
+    Ok(tls::client_config(&trust)?)
+}
+
+pub fn connect_error(addr: &str, e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            anyhow!("{addr} refused the connection: is the daemon running and listening there?")
+        }
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe => {
+            anyhow!("{addr} dropped the connection during setup ({e}): connection limit reached, or TLS/plaintext mismatch (--tls)?")
+        }
+        _ if e.to_string().contains("Too many open files") => {
+            anyhow!("out of file descriptors ({e}): the generator holds one per client")
+        }
+        _ => anyhow!("connecting to {addr}: {e}"),
+    }
+}
+
+impl Target {
+    pub fn user(&self, i: usize) -> String {
+        format!("{}{:05}", self.prefix, i)
+    }
+
+    /// The line that posts `text` to `room`.
+    pub fn post_line(&self, room: &str, text: &str) -> String {
+        match self.proto {
+            Proto::Chatd => format!("MSG {room} {text}"),
+            Proto::Irc => format!("PRIVMSG #{room} :{text}"),
+        }
+    }
+
+    pub async fn open(&self) -> Result<LineConn> {
+        let r = match &self.tls {
+            Some(cfg) => LineConn::connect_tls(&self.addr, &self.server_name, cfg.clone()).await,
+            None => LineConn::connect_plain(&self.addr).await,
+        };
+        r.map_err(|e| connect_error(&self.addr, e))
+    }
+
+    /// Connects, logs in as `user` and joins `rooms`; bounded by `setup_timeout`.
+    pub async fn setup(&self, user: &str, rooms: &[String]) -> Result<LineConn> {
+        tokio::time::timeout(self.setup_timeout, async {
+            let mut conn = self.open().await?;
+            match self.proto {
+                Proto::Chatd => {
+                    chatd_login(&mut conn, user, &self.password, "REGISTER").await?;
+                    for room in rooms {
+                        let r = conn.call(&format!("JOIN {room}")).await.map_err(|e| dropped(&self.addr, e))?;
+                        if r.fin.code != 200 {
+                            bail!("JOIN {room} as {user}: {} {}", r.fin.code, r.fin.text.unwrap_or_default());
+                        }
+                    }
+                }
+                Proto::Irc => {
+                    irc_login(&mut conn, user).await.map_err(|e| e.context(format!("IRC registration of {user}")))?;
+                    for room in rooms {
+                        irc_join(&mut conn, &format!("#{room}")).await?;
+                    }
+                }
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(|_| anyhow!("{}: setting up {user} took over {:?} (daemon overloaded or not answering)", self.addr, self.setup_timeout))?
+    }
+}
+
+pub fn dropped(addr: &str, e: std::io::Error) -> anyhow::Error {
+    anyhow!("{addr} dropped the connection: {e}")
+}
+
+/// Reads `* HELLO`, then REGISTER (or, when the name is taken or registration closed, LOGIN);
+/// `first` = "LOGIN" skips the REGISTER attempt.
+pub async fn chatd_login(conn: &mut LineConn, user: &str, password: &str, first: &'static str) -> Result<()> {
+    match conn.next().await? {
+        Some(ServerLine::Event(e)) if e.name == "HELLO" => {}
+        Some(ServerLine::Event(e)) if e.name == "BYE" => {
+            bail!("the daemon said BYE at connect: {}", e.text.unwrap_or_default())
+        }
+        Some(other) => bail!("expected * HELLO, got {other:?} (is this a chatd daemon? try --proto irc)"),
+        None => bail!("the daemon closed the connection before * HELLO (connection limit?)"),
+    }
+    let mut verb = first;
+    for _attempt in 0..20 {
+        let r = conn.call(&format!("{verb} {user} {password}")).await?;
+        match r.fin.code {
+            200 => return Ok(()),
+            410 | 411 if verb == "REGISTER" => verb = "LOGIN",
+            409 => bail!("LOGIN {user}: wrong password: the account exists with another password (use a fresh database or --prefix)"),
+            412 => {
+                let secs: u64 = r.fin.fields.first().and_then(|s| s.parse().ok()).unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(secs.clamp(1, 30))).await;
+            }
+            420 => tokio::time::sleep(Duration::from_millis(200)).await,
+            code => bail!("{verb} {user}: {code} {} (registration closed? set [accounts] open_registration and raise registrations_per_hour)", r.fin.text.unwrap_or_default()),
+        }
+    }
+    bail!("{verb} {user}: still throttled after 20 attempts")
+}
+
+/// One IRC line split into prefix, command and parameters (the trailing one included).
+pub struct IrcLine<'a> {
+    #[allow(dead_code)]
+    pub prefix: Option<&'a str>,
+    pub command: &'a str,
+    pub params: Vec<&'a str>,
+}
+
+pub fn parse_irc(line: &str) -> Option<IrcLine<'_>> {
+    let mut rest = line.trim_end_matches(['\r', '\n']);
+    if rest.starts_with('@') {
+        rest = rest.split_once(' ')?.1; // IRCv3 tags: not used
+    }
+    let mut prefix = None;
+    if let Some(p) = rest.strip_prefix(':') {
+        let (pf, r) = p.split_once(' ')?;
+        prefix = Some(pf);
+        rest = r;
+    }
+    rest = rest.trim_start_matches(' ');
+    let (head, trailing) = match rest.find(" :") {
+        Some(i) => (&rest[..i], Some(&rest[i + 2..])),
+        None => match rest.strip_prefix(':') {
+            Some(t) => ("", Some(t)),
+            None => (rest, None),
+        },
+    };
+    let mut words = head.split(' ').filter(|w| !w.is_empty());
+    let command = words.next()?;
+    let mut params: Vec<&str> = words.collect();
+    if let Some(t) = trailing {
+        params.push(t);
+    }
+    Some(IrcLine { prefix, command, params })
+}
+
+pub async fn irc_login(conn: &mut LineConn, nick: &str) -> Result<()> {
+    conn.send(&format!("NICK {nick}")).await?;
+    conn.send(&format!("USER {nick} 0 * :chatd-bench")).await?;
+    loop {
+        let Some(line) = conn.read_line().await? else {
+            bail!("the server closed the connection during registration (connection limit?)");
+        };
+        let Some(m) = parse_irc(&line) else { continue };
+        match m.command {
+            "PING" => conn.send(&format!("PONG :{}", m.params.last().copied().unwrap_or(""))).await?,
+            "001" => return Ok(()),
+            "433" => bail!("nick {nick} is in use (another run still connected? use --prefix)"),
+            "432" => bail!("nick {nick} refused as erroneous (raise the server's nick length limit)"),
+            "ERROR" => bail!("server closed the link: {line}"),
+            c if c.len() == 3 && (c.starts_with('4') || c.starts_with('5')) => bail!("server refused: {line}"),
+            _ => {}
+        }
+    }
+}
+
+async fn irc_join(conn: &mut LineConn, chan: &str) -> Result<()> {
+    conn.send(&format!("JOIN {chan}")).await?;
+    loop {
+        let Some(line) = conn.read_line().await? else {
+            bail!("the server closed the connection during JOIN {chan}");
+        };
+        let Some(m) = parse_irc(&line) else { continue };
+        match m.command {
+            "PING" => conn.send(&format!("PONG :{}", m.params.last().copied().unwrap_or(""))).await?,
+            "366" if m.params.get(1).is_some_and(|c| c.eq_ignore_ascii_case(chan)) => return Ok(()),
+            "ERROR" => bail!("server closed the link: {line}"),
+            "403" | "405" | "471" | "473" | "474" | "475" | "476" | "477" | "479" => bail!("JOIN {chan} refused: {line}"),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn irc_lines() {
+        let m = parse_irc(":a!b@c PRIVMSG #r :B 1 2 3 :x y").unwrap();
+        assert_eq!(m.prefix, Some("a!b@c"));
+        assert_eq!(m.command, "PRIVMSG");
+        assert_eq!(m.params, ["#r", "B 1 2 3 :x y"]);
+        let m = parse_irc("PING :irc.local").unwrap();
+        assert_eq!(m.command, "PING");
+        assert_eq!(m.params, ["irc.local"]);
+        let m = parse_irc(":srv 366 nick #chan :End of /NAMES list.").unwrap();
+        assert_eq!(m.params[1], "#chan");
+    }
+
+    #[test]
+    fn loopback_only() {
+        assert!(check_loopback("127.0.0.1:6697").is_ok());
+        assert!(check_loopback("[::1]:6697").is_ok());
+        assert!(check_loopback("10.0.0.1:6697").is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! `chatd-bench report DIR`: the side-by-side table of bench/compare.sh. Reads the JSON results
+//! named `r<round>-<server>-<scenario>.json`, takes the median of each figure over the rounds and
+//! prints chatd next to each peer with the ratio chatd / best peer.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+struct Metric {
+    name: &'static str,
+    scenario: &'static str,
+    /// Which fan-out phase (by label), if any.
+    phase: Option<&'static str>,
+    path: &'static [&'static str],
+    scale: f64,
+    higher_is_better: bool,
+}
+
+const METRICS: &[Metric] = &[
+    Metric { name: "burst deliveries/s (saturation)", scenario: "fanout", phase: Some("burst"), path: &["deliveries_per_sec"], scale: 1.0, higher_is_better: true },
+    Metric { name: "burst server CPU µs/delivery", scenario: "fanout", phase: Some("burst"), path: &["server_cpu_us_per_delivery"], scale: 1.0, higher_is_better: false },
+    Metric { name: "burst latency p99 ms", scenario: "fanout", phase: Some("burst"), path: &["latency", "p99_us"], scale: 1e-3, higher_is_better: false },
+    Metric { name: "burst generator CPU (cores)", scenario: "fanout", phase: Some("burst"), path: &["generator_cpu_util"], scale: 1.0, higher_is_better: false },
+    Metric { name: "paced deliveries/s", scenario: "fanout", phase: Some("paced"), path: &["deliveries_per_sec"], scale: 1.0, higher_is_better: true },
+    Metric { name: "paced latency p50 ms", scenario: "fanout", phase: Some("paced"), path: &["latency", "p50_us"], scale: 1e-3, higher_is_better: false },
+    Metric { name: "paced latency p99 ms", scenario: "fanout", phase: Some("paced"), path: &["latency", "p99_us"], scale: 1e-3, higher_is_better: false },
+    Metric { name: "paced latency p99.9 ms", scenario: "fanout", phase: Some("paced"), path: &["latency", "p999_us"], scale: 1e-3, higher_is_better: false },
+    Metric { name: "paced server CPU µs/delivery", scenario: "fanout", phase: Some("paced"), path: &["server_cpu_us_per_delivery"], scale: 1.0, higher_is_better: false },
+    Metric { name: "paced lost deliveries", scenario: "fanout", phase: Some("paced"), path: &["lost"], scale: 1.0, higher_is_better: false },
+    Metric { name: "idle KiB/connection", scenario: "idle", phase: None, path: &["bytes_per_connection"], scale: 1.0 / 1024.0, higher_is_better: false },
+    Metric { name: "idle connect+login+join all, s", scenario: "idle", phase: None, path: &["connect_secs"], scale: 1.0, higher_is_better: false },
+];
+
+fn lookup<'a>(v: &'a Value, m: &Metric) -> Option<&'a Value> {
+    let mut cur = &v["results"];
+    if let Some(label) = m.phase {
+        cur = cur["phases"].as_array()?.iter().find(|p| p["phase"] == label)?;
+    }
+    for k in m.path {
+        cur = cur.get(k)?;
+    }
+    Some(cur)
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = xs.len();
+    Some(if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 })
+}
+
+fn fmt(x: Option<f64>) -> String {
+    match x {
+        None => "-".into(),
+        Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+pub fn report(dir: &Path, subject: &str) -> Result<String> {
+    // server -> scenario -> rounds' JSON
+    let mut data: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
+    let mut rounds = 0u32;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(stem) = name.strip_suffix(".json") else { continue };
+        let parts: Vec<&str> = stem.splitn(3, '-').collect();
+        if parts.len() != 3 || !parts[0].starts_with('r') {
+            continue;
+        }
+        if let Ok(r) = parts[0][1..].parse::<u32>() {
+            rounds = rounds.max(r);
+        }
+        let v: Value = match std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()) {
+            Some(v) => v,
+            None => continue,
+        };
+        data.entry(parts[1].to_string()).or_default().entry(parts[2].to_string()).or_default().push(v);
+    }
+    if data.is_empty() {
+        bail!("no r<round>-<server>-<scenario>.json results in {}", dir.display());
+    }
+    let mut servers: Vec<String> = data.keys().cloned().collect();
+    servers.sort_by_key(|s| (s != subject, s.clone()));
+    let peers: Vec<&String> = servers.iter().filter(|s| *s != subject).collect();
+
+    let mut out = String::new();
+    let width = 34;
+    out += &format!("{:<width$}", "median of rounds");
+    for s in &servers {
+        out += &format!(" {s:>12}");
+    }
+    out += &format!(" {:>16}\n", format!("{subject}/best peer"));
+    for m in METRICS {
+        let mut medians = BTreeMap::new();
+        for s in &servers {
+            let xs: Vec<f64> = data[s]
+                .get(m.scenario)
+                .map(|runs| runs.iter().filter_map(|v| lookup(v, m)?.as_f64()).map(|x| x * m.scale).collect())
+                .unwrap_or_default();
+            medians.insert(s.clone(), median(xs));
+        }
+        if medians.values().all(Option::is_none) {
+            continue;
+        }
+        out += &format!("{:<width$}", m.name);
+        for s in &servers {
+            out += &format!(" {:>12}", fmt(medians[s]));
+        }
+        let best = peers.iter().filter_map(|p| medians[*p]).fold(None::<f64>, |acc, x| {
+            Some(match acc {
+                None => x,
+                Some(a) if m.higher_is_better => a.max(x),
+                Some(a) => a.min(x),
+            })
+        });
+        let ratio = match (medians.get(subject).copied().flatten(), best) {
+            (Some(c), Some(b)) if b != 0.0 => format!("{:.2}x", c / b),
+            _ => "-".into(),
+        };
+        out += &format!(" {ratio:>16}\n");
+    }
+    let mut notes = Vec::new();
+    for s in &servers {
+        for (scen, runs) in &data[s] {
+            let bad = runs.iter().filter(|v| v["ok"] == false).count();
+            if bad > 0 {
+                notes.push(format!("{s} {scen}: {bad} of {} runs had losses, drops or errors", runs.len()));
+            }
+            if let Some(v) = runs.first() {
+                notes.push(format!("{s} {scen}: {} ({}), params {}", v["proto"], if v["tls"] == true { "TLS" } else { "plaintext" }, v["params"]));
+            }
+        }
+    }
+    out += &format!("({rounds} rounds; ratio < 1 is better for {subject} except on the deliveries/s rows)\n");
+    for n in notes {
+        out += &format!("  {n}\n");
+    }
+    Ok(out)
+}
