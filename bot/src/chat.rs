@@ -92,15 +92,15 @@ pub async fn run(
                 if started.elapsed() >= STABLE {
                     backoff.reset();
                 }
-                backoff.next()
+                backoff.next_delay()
             }
             Err(ConnectError::Throttled(secs)) => {
                 tracing::warn!("login throttled by the daemon for {secs} s");
-                backoff.next().max(Duration::from_secs(secs))
+                backoff.next_delay().max(Duration::from_secs(secs))
             }
             Err(e) => {
                 tracing::warn!(addr = %config.addr, "cannot serve: {e}");
-                backoff.next()
+                backoff.next_delay()
             }
         };
         tracing::info!("reconnecting in {wait:.1?}");
@@ -292,7 +292,7 @@ impl Backoff {
         self.step = self.min;
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = (self.step * 2).min(self.max);
         let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
@@ -309,7 +309,7 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut steps = Vec::new();
         for _ in 0..10 {
-            steps.push(b.next());
+            steps.push(b.next_delay());
         }
         for (i, d) in steps.iter().enumerate() {
             let step = (Duration::from_millis(500) * 2u32.pow(i as u32)).min(Duration::from_secs(30));
@@ -319,6 +319,6 @@ mod tests {
         }
         assert!(*steps.last().unwrap() <= Duration::from_secs(30));
         b.reset();
-        assert!(b.next() <= Duration::from_millis(500));
+        assert!(b.next_delay() <= Duration::from_millis(500));
     }
 }

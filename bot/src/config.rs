@@ -186,7 +186,7 @@ pub struct FileConfig {
 
 fn parse_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !v.is_finite() || v < 0.0 || v > 1e7 {
+    if !v.is_finite() || !(0.0..=1e7).contains(&v) {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(v)
