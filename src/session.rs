@@ -90,8 +90,8 @@ impl Session {
         let reason = self.serve().await;
         if let Some(reason) = reason {
             reply::server_event(&mut self.writer.out, "BYE", &[], Some(reason));
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.flush()).await;
         }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.flush()).await;
         self.leave_everything().await;
         self.writer.shutdown().await;
     }
