@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod bot;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
