@@ -75,7 +75,7 @@ pub fn spawn_tty(tx: mpsc::Sender<Input>, prompt: Arc<Mutex<String>>, out: &Outp
                 if !line.trim().is_empty() {
                     // The session prints the line back in its place once handled (a message with
                     // its time, a command with its result), so the typed copy goes.
-                    let cols = editor.dimensions().map(|(c, _)| c).unwrap_or(80).max(1);
+                    let cols = editor.dimensions().map(|(c, _)| c as usize).unwrap_or(80).max(1);
                     erase_typed(p.chars().count() + line.chars().count(), cols);
                 }
                 let (done_tx, done_rx) = sync_channel(1);
