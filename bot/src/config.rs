@@ -29,7 +29,7 @@ pub enum SourceKind {
     Stooq,
     Finnhub,
     Alphavantage,
-    /// Only meaningful for `--fallback`: no fallback.
+    /// No source (only valid for --fallback).
     None,
 }
 
