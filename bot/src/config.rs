@@ -523,6 +523,14 @@ cache_ttl = 0
     }
 
     #[test]
+    fn example_file_is_valid_and_shows_the_defaults() {
+        let file: FileConfig = toml::from_str(include_str!("../bot.example.toml")).unwrap();
+        assert_eq!(file.addr.as_deref(), Some("127.0.0.1:6697"));
+        assert_eq!(file.quote_url.as_deref(), Some(STOOQ_URL));
+        assert_eq!((file.timeout, file.rate_limit, file.max_concurrent), (Some(5.0), Some(5), Some(16)));
+    }
+
+    #[test]
     fn password_sources() {
         let dir = std::env::temp_dir().join(format!("chatd-bot-pw-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -124,7 +124,8 @@ async fn unreachable_quote_service() {
     let daemon = Daemon::start().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/q/l/?s={{code}}&f=sd2t2ohlcv&h&e=csv");
-    let mut bot = BotProcess::start(&daemon, &url, &[], &[]).await;
+    // No --ca either: the default trust is certs/ca.pem in the working directory (the daemon's).
+    let mut bot = BotProcess::start(&daemon, &url, &[("--ca", "")], &[]).await;
     bot.wait_serving(1).await;
     let mut alice = daemon.member("alice", "general").await;
     let mut bob = daemon.member("bob", "general").await;
@@ -313,11 +314,12 @@ async fn password_from_the_environment() {
     let stub = StubHttp::start().await;
     stub.fixture("aapl.us", "known_aapl_us.csv");
     let password = daemon.bot_password();
-    // No --password-file: the password comes from CHATD_BOT_PASSWORD.
+    // No --password-file: the password comes from CHATD_BOT_PASSWORD. And the daemon is trusted by
+    // its pinned certificate fingerprint instead of its CA file.
     let mut bot = BotProcess::start(
         &daemon,
         &stub.stooq_template(),
-        &[("--password-file", "")],
+        &[("--password-file", ""), ("--ca", ""), ("--fingerprint", &daemon.fingerprint)],
         &[("CHATD_BOT_PASSWORD", &password)],
     )
     .await;
