@@ -28,6 +28,8 @@ pub struct Target {
     pub server_name: String,
     pub prefix: String,
     pub password: String,
+    /// "REGISTER" (fresh database) or "LOGIN" (accounts exist): what to try first.
+    pub first_verb: &'static str,
     /// How long one connect + login + join may take.
     pub setup_timeout: Duration,
 }
@@ -105,7 +107,7 @@ impl Target {
             let mut conn = self.open().await?;
             match self.proto {
                 Proto::Chatd => {
-                    chatd_login(&mut conn, user, &self.password, "REGISTER").await?;
+                    chatd_login(&mut conn, user, &self.password, self.first_verb).await?;
                     for room in rooms {
                         let r = conn.call(&format!("JOIN {room}")).await.map_err(|e| dropped(&self.addr, e))?;
                         if r.fin.code != 200 {
@@ -143,18 +145,21 @@ pub async fn chatd_login(conn: &mut LineConn, user: &str, password: &str, first:
         None => bail!("the daemon closed the connection before * HELLO (connection limit?)"),
     }
     let mut verb = first;
+    let mut switched = false;
     for _attempt in 0..20 {
         let r = conn.call(&format!("{verb} {user} {password}")).await?;
-        match r.fin.code {
-            200 => return Ok(()),
-            410 | 411 if verb == "REGISTER" => verb = "LOGIN",
-            409 => bail!("LOGIN {user}: wrong password: the account exists with another password (use a fresh database or --prefix)"),
-            412 => {
+        match (r.fin.code, verb) {
+            (200, _) => return Ok(()),
+            (410 | 411, "REGISTER") if !switched => (verb, switched) = ("LOGIN", true),
+            (409, "LOGIN") if !switched => (verb, switched) = ("REGISTER", true),
+            (409, _) => bail!("LOGIN {user}: wrong password: the account exists with another password (use a fresh database or --prefix)"),
+            (410, _) => bail!("REGISTER {user}: name taken, and LOGIN with this password failed"),
+            (412, _) => {
                 let secs: u64 = r.fin.fields.first().and_then(|s| s.parse().ok()).unwrap_or(1);
                 tokio::time::sleep(Duration::from_secs(secs.clamp(1, 30))).await;
             }
-            420 => tokio::time::sleep(Duration::from_millis(200)).await,
-            code => bail!("{verb} {user}: {code} {} (registration closed? set [accounts] open_registration and raise registrations_per_hour)", r.fin.text.unwrap_or_default()),
+            (420, _) => tokio::time::sleep(Duration::from_millis(200)).await,
+            (code, _) => bail!("{verb} {user}: {code} {} (registration closed? set [accounts] open_registration and raise registrations_per_hour)", r.fin.text.unwrap_or_default()),
         }
     }
     bail!("{verb} {user}: still throttled after 20 attempts")

@@ -66,6 +66,10 @@ pub struct Common {
     /// chatd password of the bench accounts.
     #[arg(long, default_value = "bench-password-1", global = true)]
     pub password: String,
+    /// chatd: try LOGIN before REGISTER (accounts from an earlier run; REGISTER hashes the password
+    /// even when the name is taken).
+    #[arg(long, global = true)]
+    pub login_first: bool,
     /// Connections set up at once.
     #[arg(long, default_value_t = 64, global = true)]
     pub concurrency: usize,
@@ -145,6 +149,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         server_name: c.server_name.clone(),
         prefix: c.prefix.clone(),
         password: c.password.clone(),
+        first_verb: if c.login_first { "LOGIN" } else { "REGISTER" },
         setup_timeout: Duration::from_secs(c.setup_timeout),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(c.timeout);

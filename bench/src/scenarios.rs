@@ -152,11 +152,31 @@ pub struct IdleArgs {
     pub hold: u64,
     #[arg(long, default_value = "idle")]
     pub room_prefix: String,
+    /// Throwaway logins before the "before" memory reading.
+    #[arg(long, default_value_t = 4)]
+    pub warmup: usize,
 }
 
 pub async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<Outcome> {
     check_fds(ctx, a.clients)?;
     let rooms = a.clients.div_ceil(a.room_size.max(1)).max(1);
+    // Warm-up: two logins first, so the daemon's password-hashing buffers (argon2: 19 MiB per
+    // worker) are already counted in the "before" figure, not spread over the connections.
+    let mut warm = tokio::task::JoinSet::new();
+    for w in 0..a.warmup {
+        let t = ctx.target.clone();
+        warm.spawn(async move {
+            let mut c = t.setup(&format!("{}w{w:03}", t.prefix), &[]).await?;
+            let _ = c.send("QUIT").await;
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = warm.join_next().await {
+        r??;
+    }
+    if a.warmup > 0 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let rss0 = ctx.pid.map(sys::proc_rss_kib).transpose()?;
     let fleet = Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, rooms), ctx.concurrency, ctx.deadline).await?;
     let settle_end = (TInstant::now() + Duration::from_secs(a.settle)).min(ctx.deadline);
