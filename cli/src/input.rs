@@ -14,6 +14,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::MemHistory;
 use rustyline::{Config as EditorConfig, Editor};
 use tokio::sync::mpsc;
+use unicode_width::UnicodeWidthStr;
 
 use crate::render::Output;
 use crate::session::Input;
@@ -76,7 +77,7 @@ pub fn spawn_tty(tx: mpsc::Sender<Input>, prompt: Arc<Mutex<String>>, out: &Outp
                     // The session prints the line back in its place once handled (a message with
                     // its time, a command with its result), so the typed copy goes.
                     let cols = editor.dimensions().map(|(c, _)| c as usize).unwrap_or(80).max(1);
-                    erase_typed(p.chars().count() + line.chars().count(), cols);
+                    erase_typed(p.width() + line.width(), cols);
                 }
                 let (done_tx, done_rx) = sync_channel(1);
                 if tx.blocking_send(Input::Line(line, Some(done_tx))).is_err() {
@@ -98,9 +99,10 @@ pub fn spawn_tty(tx: mpsc::Sender<Input>, prompt: Arc<Mutex<String>>, out: &Outp
     Ok(())
 }
 
-/// Moves up over the rows the prompt and the typed line took, erasing them.
+/// Moves up over the rows the prompt and the typed line took, erasing them. (The editor starts a
+/// new row when the text exactly fills one, hence `/ cols + 1`.)
 fn erase_typed(width: usize, cols: usize) {
-    let rows = width.div_ceil(cols).max(1);
+    let rows = width / cols + 1;
     let mut out = io::stdout().lock();
     for _ in 0..rows {
         let _ = out.write_all(b"\x1b[1A\r\x1b[2K");

@@ -145,7 +145,7 @@ impl Session {
                     backoff = FIRST_BACKOFF;
                 }
             }
-            self.info(&format!("reconnecting in {:.1}s", backoff.as_secs_f64()));
+            self.info(&format!("reconnecting in {}", human(backoff)));
             let deadline = Instant::now() + backoff;
             loop {
                 tokio::select! {
@@ -249,6 +249,12 @@ impl Session {
         if first {
             let rooms = self.cfg.join.clone();
             for (i, room) in rooms.into_iter().enumerate() {
+                if i == 0 {
+                    // Current right away, so lines read before the reply already go there (the
+                    // server handles them after the JOIN).
+                    self.current = Some(room.clone());
+                    self.update_prompt();
+                }
                 let what = What::Join { room: room.clone(), rejoin: false, make_current: i == 0, lines: Vec::new() };
                 self.send(w, what, &format!("JOIN {room}"), None).await?;
             }
@@ -455,6 +461,10 @@ impl Session {
                         }
                         self.error(&format!("could not rejoin #{room}: {}", why()));
                     } else {
+                        if self.current.as_deref() == Some(&room) && !self.rooms.contains(&room) {
+                            self.current = self.rooms.last().cloned();
+                            self.update_prompt();
+                        }
                         self.error(&format!("could not join #{room}: {}", why()));
                     }
                     return;
@@ -660,6 +670,17 @@ impl Session {
 
     fn error(&self, text: &str) {
         self.out.line(self.style.error(text));
+    }
+}
+
+/// `250ms`, `2s`, `1.5s`.
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
