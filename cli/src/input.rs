@@ -85,6 +85,7 @@ pub fn spawn_tty(tx: mpsc::Sender<Input>, prompt: Arc<Mutex<String>>, out: &Outp
                 }
                 let _ = done_rx.recv_timeout(TTY_WAIT);
             }
+            Err(ReadlineError::Signal(_)) => continue,
             Err(ReadlineError::Interrupted) | Err(ReadlineError::Eof) => {
                 let _ = tx.blocking_send(Input::Quit);
                 return;

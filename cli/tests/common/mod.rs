@@ -155,7 +155,7 @@ pub fn is_msg(line: &str, room: &str, sender: &str, rest: &str) -> bool {
         && b[3].is_ascii_digit()
         && b[4].is_ascii_digit()
         && b[5] == b' '
-        && &line[6..] == format!("#{room} <{sender}> {rest}")
+        && line[6..] == format!("#{room} <{sender}> {rest}")
 }
 
 /// Sends SIGSTOP / SIGCONT to a process.
