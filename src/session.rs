@@ -93,7 +93,7 @@ impl Session {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.flush()).await;
         self.leave_everything().await;
-        self.writer.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.shutdown()).await;
     }
 
     /// The connection's main loop. Returns the reason to send with `* BYE`, if any.
@@ -108,11 +108,21 @@ impl Session {
         let login_deadline = Instant::now() + Duration::from_secs(limits.login_timeout_secs);
         let ping_after = Duration::from_secs(limits.ping_after_secs);
         let ping_timeout = Duration::from_secs(limits.ping_timeout_secs);
+        let write_timeout = Duration::from_secs(limits.write_timeout_secs);
         let mut last_heard = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         loop {
-            if self.writer.has_pending() && self.writer.flush().await.is_err() {
-                return None;
+            if self.writer.has_pending() {
+                // A peer that stops reading blocks this write; its queue overflowing, or the write
+                // timeout, ends the wait.
+                tokio::select! {
+                    r = tokio::time::timeout(write_timeout, self.writer.flush()) => match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return None,
+                        Err(_) => return Some("write timeout (not reading)"),
+                    },
+                    _ = self.overflow.overflowed() => return Some("send queue full (slow reader)"),
+                }
             }
             let mut deadline = match ping_sent {
                 None => last_heard + ping_after,

@@ -123,9 +123,9 @@ impl LineWriter {
 }
 
 impl LineReader {
-    /// The next line without its line ending, or `None` at end of stream.
+    /// The next line without its line ending, or `None` at end of stream. Cancel-safe: a partial
+    /// line read before the future was dropped stays buffered for the next call.
     pub async fn read_line(&mut self) -> io::Result<Option<String>> {
-        self.buf.clear();
         loop {
             let available = self.inner.fill_buf().await?;
             if available.is_empty() {
