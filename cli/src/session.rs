@@ -485,7 +485,7 @@ impl Session {
                         .collect();
                     let n = missed.len();
                     self.info(&format!("rejoined #{room}: {n} missed message{}", if n == 1 { "" } else { "s" }));
-                    if had_seen && n > 0 && n == lines.len() {
+                    if had_seen && n == lines.len() && n >= 50 {
                         self.info("(older missed messages may be there too: /history)");
                     }
                     for m in &missed {
