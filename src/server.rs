@@ -80,6 +80,27 @@ pub async fn accept_loop(
     }
 }
 
+/// Writes a one-line explanation to a client that sent plaintext to the TLS port, then closes
+/// gently: reading what it sent first, so the close is not a reset that destroys the explanation.
+async fn tell_plaintext_client(mut tcp: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let bye = b"* BYE :this port speaks TLS; use: openssl s_client -quiet -connect HOST:PORT\r\n";
+    if tcp.write_all(bye).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
 async fn handle(tcp: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shared: Arc<Shared>, shutdown: Shutdown) {
     let admission = match shared.gate.admit(peer.ip()) {
         Ok(a) => a,
@@ -99,10 +120,7 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shar
                 Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
                 Ok(Ok(1)) => {
                     // Someone typed into a plain TCP client: say what this port is, then close.
-                    let mut tcp = tcp;
-                    let _ = tcp
-                        .write_all(b"* BYE :this port speaks TLS; use: openssl s_client -quiet -connect HOST:PORT\r\n")
-                        .await;
+                    tell_plaintext_client(tcp).await;
                     return;
                 }
                 _ => return,
