@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive: openssl (s_client), tmux (the CLI's terminal test).
+need=()
+for pkg in openssl tmux; do
+  command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
+# Every binary is built before any test runs (the tests start chatd, chatd-bot, chat, chatd-bench).
+cargo build --workspace --bins
+cargo test --workspace
