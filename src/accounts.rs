@@ -89,8 +89,9 @@ impl Accounts {
         if self.bots.contains(user) {
             return Err(ChatError::NameTaken);
         }
-        if !self.registrations_per_address.hit(&from) || !self.registrations.hit(&()) {
-            return Err(ChatError::Throttled(60));
+        let wait = self.registrations_per_address.hit(&from).and_then(|()| self.registrations.hit(&()));
+        if let Err(wait) = wait {
+            return Err(ChatError::Throttled(wait.as_secs_f64().ceil().max(1.0) as u64));
         }
         let hash = self.hash(password).await?;
         let created = self

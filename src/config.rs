@@ -40,6 +40,11 @@ pub struct TlsSection {
 pub struct StorageSection {
     pub db: PathBuf,
     pub max_batch: usize,
+    /// How long a write waits for a lock another process holds on the database before it fails.
+    pub busy_timeout_ms: u64,
+    /// A cap on the database size in pages of 4 KiB (0: none). Writes beyond it fail as on a full
+    /// disk; for quotas, and for tests.
+    pub max_pages: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,7 +133,7 @@ impl Default for TlsSection {
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { db: "data/chatd.db".into(), max_batch: 1024 }
+        StorageSection { db: "data/chatd.db".into(), max_batch: 1024, busy_timeout_ms: 5000, max_pages: 0 }
     }
 }
 

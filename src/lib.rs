@@ -54,7 +54,7 @@ pub async fn run(
     config.validate()?;
     raise_fd_limit();
     let tls = tls::load_or_create(&config.tls)?;
-    let store = store::Store::open(&config.storage.db, config.storage.max_batch)?;
+    let store = store::Store::open(&config.storage)?;
     let accounts = accounts::Accounts::new(store.clone(), &config.limits, config.accounts.open_registration, &config.bots);
     accounts.provision_bots(&config.bots).await?;
     let bots = Arc::new(bots::Bots::default());

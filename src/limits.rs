@@ -50,8 +50,9 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
         WindowCounter { window, max, counts: Mutex::new(HashMap::new()) }
     }
 
-    /// Counts one event for `key`; `false` if that passes the limit (the event is not counted).
-    pub fn hit(&self, key: &K) -> bool {
+    /// Counts one event for `key`; over the limit, the event is not counted and the error says how
+    /// long until the key's window ends.
+    pub fn hit(&self, key: &K) -> Result<(), Duration> {
         let now = Instant::now();
         let mut counts = self.counts.lock().unwrap();
         if counts.len() > 100_000 {
@@ -62,10 +63,10 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
             *entry = (now, 0);
         }
         if entry.1 >= self.max {
-            return false;
+            return Err(self.window.saturating_sub(now.duration_since(entry.0)));
         }
         entry.1 += 1;
-        true
+        Ok(())
     }
 }
 
@@ -172,7 +173,7 @@ impl ConnectionGate {
         if !exempt && per >= self.max_per_address {
             return Err(Refusal::TooManyFromAddress);
         }
-        if !exempt && !self.new_per_address.hit(&ip) {
+        if !exempt && self.new_per_address.hit(&ip).is_err() {
             return Err(Refusal::TooManyNewFromAddress);
         }
         open.0 += 1;
@@ -223,6 +224,16 @@ mod tests {
         assert_eq!(gate.admit(ip).err(), Some(Refusal::TooManyFromAddress));
         drop(a);
         assert!(gate.admit(ip).is_ok());
+    }
+
+    #[test]
+    fn window_counter_says_how_long_to_wait() {
+        let w = WindowCounter::new(Duration::from_secs(3600), 2);
+        assert!(w.hit(&1).is_ok());
+        assert!(w.hit(&1).is_ok());
+        let wait = w.hit(&1).unwrap_err();
+        assert!(wait > Duration::from_secs(3500) && wait <= Duration::from_secs(3600), "{wait:?}");
+        assert!(w.hit(&2).is_ok(), "other keys are counted apart");
     }
 
     #[test]

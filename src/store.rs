@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::StorageSection;
 use crate::model::{Message, Millis, Posted};
 use crate::names::{RoomName, UserName};
 
@@ -77,10 +78,11 @@ pub struct Store {
 impl Store {
     /// Opens (or creates, owner-only) the database, checks it is chatd's and intact, and starts
     /// the writer thread.
-    pub fn open(path: &Path, max_batch: usize) -> Result<Arc<Store>, StoreError> {
+    pub fn open(options: &StorageSection) -> Result<Arc<Store>, StoreError> {
+        let (path, max_batch) = (options.db.as_path(), options.max_batch);
         create_private(path)?;
-        let writer_conn = open_checked(path)?;
-        let reader = open_checked(path)?;
+        let writer_conn = open_checked(path, options)?;
+        let reader = open_checked(path, options)?;
         let max_id: i64 = reader.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| r.get(0))?;
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let thread = std::thread::Builder::new()
@@ -222,13 +224,13 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn open_checked(path: &Path) -> Result<Connection, StoreError> {
+fn open_checked(path: &Path, options: &StorageSection) -> Result<Connection, StoreError> {
     let foreign = |why: String| StoreError::Foreign { path: path.into(), why };
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(std::time::Duration::from_millis(options.busy_timeout_ms))?;
     let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
     let tables: i64 = conn
         .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
@@ -250,6 +252,9 @@ fn open_checked(path: &Path) -> Result<Connection, StoreError> {
         return Err(foreign(format!("integrity check failed: {check}")));
     }
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    if options.max_pages > 0 {
+        conn.query_row(&format!("PRAGMA max_page_count = {}", options.max_pages), [], |_| Ok(()))?;
+    }
     Ok(conn)
 }
 
@@ -272,89 +277,79 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max_batch:
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
-/// What one operation produced, before the commit decides whether it stands.
+/// What one operation produced, once the commit stands.
 enum Outcome {
-    Unit(Result<(), StoreError>),
-    Created(Result<bool, StoreError>),
-    RoomId(Result<i64, StoreError>),
+    Unit,
+    Created(bool),
+    RoomId(i64),
 }
 
-/// Applies a batch in one transaction and answers every operation after the commit: on a failed
-/// commit, every operation in it gets the error (nothing was stored).
+/// Applies a batch in one transaction and answers every operation after the commit. All or
+/// nothing: when any operation or the commit fails (disk full, database locked, I/O error), the
+/// transaction is rolled back and every operation in the batch gets the error, so an error reply
+/// always means nothing was stored. (SQLite may roll a transaction back by itself on such errors;
+/// going on with the rest of the batch would then commit it piecemeal.)
 fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
     let result = (|| -> Result<Vec<Outcome>, StoreError> {
         let tx = conn.transaction()?;
-        let outcomes = batch.iter().map(|op| apply(&tx, op)).collect();
+        let outcomes = batch.iter().map(|op| apply(&tx, op)).collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
         Ok(outcomes)
     })();
-    if let Err(e) = &result {
-        tracing::error!(error = %e, ops = batch.len(), "storage commit failed");
-    }
-    let mut outcomes = result.as_ref().ok().map(|v| v.iter());
-    for op in batch.drain(..) {
-        let outcome = outcomes.as_mut().and_then(|it| it.next());
-        let fail = || result.as_ref().err().cloned().unwrap_or(StoreError::Closed);
+    let outcomes = match result {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::error!(error = %e, ops = batch.len(), "storage commit failed; nothing in the batch was stored");
+            for op in batch.drain(..) {
+                match op {
+                    WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
+                    WriteOp::CreateAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
+                    WriteOp::CreateRoom { ack, .. } => drop(ack.send(Err(e.clone()))),
+                    WriteOp::Shutdown => {}
+                }
+            }
+            return;
+        }
+    };
+    for (op, outcome) in batch.drain(..).zip(outcomes) {
         match (op, outcome) {
-            (WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. }, Some(Outcome::Unit(r))) => {
-                let _ = ack.send(r.clone());
-            }
-            (WriteOp::CreateAccount { ack, .. }, Some(Outcome::Created(r))) => {
-                let _ = ack.send(r.clone());
-            }
-            (WriteOp::CreateRoom { ack, .. }, Some(Outcome::RoomId(r))) => {
-                let _ = ack.send(r.clone());
-            }
-            (WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. }, _) => {
-                let _ = ack.send(Err(fail()));
-            }
-            (WriteOp::CreateAccount { ack, .. }, _) => {
-                let _ = ack.send(Err(fail()));
-            }
-            (WriteOp::CreateRoom { ack, .. }, _) => {
-                let _ = ack.send(Err(fail()));
-            }
+            (WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. }, Outcome::Unit) => drop(ack.send(Ok(()))),
+            (WriteOp::CreateAccount { ack, .. }, Outcome::Created(created)) => drop(ack.send(Ok(created))),
+            (WriteOp::CreateRoom { ack, .. }, Outcome::RoomId(id)) => drop(ack.send(Ok(id))),
             (WriteOp::Shutdown, _) => {}
+            _ => unreachable!("apply answers each operation with its own kind of outcome"),
         }
     }
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Outcome {
+fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreError> {
     let now = crate::model::now_millis();
-    match op {
+    Ok(match op {
         WriteOp::Append { posted, room_id, .. } => {
             let m = &posted.msg;
-            Outcome::Unit(
-                tx.prepare_cached("INSERT INTO messages (id, room_id, ts_ms, sender, text) VALUES (?1, ?2, ?3, ?4, ?5)")
-                    .and_then(|mut s| s.execute(params![m.id as i64, room_id, m.time, m.sender.as_str(), m.text]))
-                    .map(|_| ())
-                    .map_err(StoreError::from),
-            )
+            tx.prepare_cached("INSERT INTO messages (id, room_id, ts_ms, sender, text) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![m.id as i64, room_id, m.time, m.sender.as_str(), m.text])?;
+            Outcome::Unit
         }
-        WriteOp::CreateAccount { name, hash, .. } => Outcome::Created(
-            tx.prepare_cached("INSERT OR IGNORE INTO accounts (name, hash, is_bot, created_ms) VALUES (?1, ?2, 0, ?3)")
-                .and_then(|mut s| s.execute(params![name.as_str(), hash, now]))
-                .map(|n| n == 1)
-                .map_err(StoreError::from),
-        ),
-        WriteOp::UpsertBotAccount { name, hash, .. } => Outcome::Unit(
+        WriteOp::CreateAccount { name, hash, .. } => {
+            let n = tx
+                .prepare_cached("INSERT OR IGNORE INTO accounts (name, hash, is_bot, created_ms) VALUES (?1, ?2, 0, ?3)")?
+                .execute(params![name.as_str(), hash, now])?;
+            Outcome::Created(n == 1)
+        }
+        WriteOp::UpsertBotAccount { name, hash, .. } => {
             tx.prepare_cached(
                 "INSERT INTO accounts (name, hash, is_bot, created_ms) VALUES (?1, ?2, 1, ?3) \
                  ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, is_bot = 1",
-            )
-            .and_then(|mut s| s.execute(params![name.as_str(), hash, now]))
-            .map(|_| ())
-            .map_err(StoreError::from),
-        ),
-        WriteOp::CreateRoom { name, .. } => Outcome::RoomId(
-            tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")
-                .and_then(|mut s| s.execute(params![name.as_str(), now]))
-                .and_then(|_| {
-                    tx.prepare_cached("SELECT id FROM rooms WHERE name = ?1")?
-                        .query_row([name.as_str()], |r| r.get(0))
-                })
-                .map_err(StoreError::from),
-        ),
-        WriteOp::Shutdown => Outcome::Unit(Ok(())),
-    }
+            )?
+            .execute(params![name.as_str(), hash, now])?;
+            Outcome::Unit
+        }
+        WriteOp::CreateRoom { name, .. } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")?
+                .execute(params![name.as_str(), now])?;
+            Outcome::RoomId(tx.prepare_cached("SELECT id FROM rooms WHERE name = ?1")?.query_row([name.as_str()], |r| r.get(0))?)
+        }
+        WriteOp::Shutdown => Outcome::Unit,
+    })
 }
