@@ -1,0 +1,139 @@
+//! Crash durability: several clients pipeline MSG lines, the daemon is `kill -9`ed mid-burst,
+//! restarted on the same database, and every message whose `200 MSG` the client received must be
+//! in HISTORY (paged back with BEFORE), in order, exactly once, under the same id. Repeated over
+//! several kills on the same database, so recovery after a crash is itself crashed into.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use chatd_proto::line::ServerLine;
+use testkit::{call, Daemon, PATIENCE};
+
+const KILLS: usize = 4;
+const CLIENTS: usize = 4;
+const PER_CLIENT: usize = 300;
+/// How many acknowledgements (all clients together) to wait for before each kill.
+const KILL_AFTER: [usize; KILLS] = [40, 250, 5, 120];
+
+/// One message as HISTORY shows it.
+#[derive(Debug, Clone, PartialEq)]
+struct Stored {
+    id: u64,
+    sender: String,
+    text: String,
+}
+
+/// Every message of `room`, oldest first: the JOIN replay's oldest id, then HISTORY BEFORE pages.
+async fn whole_history(d: &Daemon, room: &str) -> Vec<Stored> {
+    let mut conn = d.member("checker", room).await;
+    let mut all: Vec<Stored> = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let cmd = match before {
+            None => format!("HISTORY {room}"),
+            Some(id) => format!("HISTORY {room} BEFORE {id}"),
+        };
+        let page = call(&mut conn, &cmd).await;
+        assert_eq!(page.fin.code, 200, "{cmd}: {:?}", page.fin);
+        if page.data.is_empty() {
+            break;
+        }
+        let mut stored: Vec<Stored> = page
+            .data
+            .iter()
+            .map(|r| Stored { id: r.fields[1].parse().unwrap(), sender: r.fields[3].clone(), text: r.text.clone().unwrap() })
+            .collect();
+        before = Some(stored[0].id);
+        stored.append(&mut all);
+        all = stored;
+    }
+    all
+}
+
+/// Runs one burst: every client pipelines its lines; the daemon is killed once `kill_after`
+/// acknowledgements have arrived. Returns, per client, the acknowledged (id, text) in order.
+async fn burst_and_kill(d: &mut Daemon, round: usize, kill_after: usize) -> Vec<Vec<(u64, String)>> {
+    let acks = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for c in 0..CLIENTS {
+        let conn = d.member(&format!("w{c}"), "dur").await;
+        let (mut reader, mut writer) = conn.split();
+        let lines: String = (0..PER_CLIENT).map(|i| format!("@c{c}m{i} MSG dur r{round} c{c} m{i}\r\n")).collect();
+        // Writes may fail once the daemon is gone; that is the point.
+        tokio::spawn(async move {
+            let _ = writer.send_raw(lines.as_bytes()).await;
+            writer
+        });
+        let acks = acks.clone();
+        readers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Ok(Ok(Some(line))) = tokio::time::timeout(PATIENCE, reader.next()).await {
+                if let ServerLine::Reply(r) = line {
+                    assert_eq!((r.code, r.verb.as_str()), (200, "MSG"), "{r:?}");
+                    let i: usize = r.label.as_deref().unwrap().rsplit('m').next().unwrap().parse().unwrap();
+                    got.push((r.fields[1].parse::<u64>().unwrap(), format!("r{round} c{c} m{i}")));
+                    acks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            got
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while acks.load(Ordering::Relaxed) < kill_after {
+        assert!(tokio::time::Instant::now() < deadline, "no progress before the kill; log:\n{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    d.kill9().await;
+    let mut acked = Vec::new();
+    for r in readers {
+        acked.push(r.await.expect("reader task"));
+    }
+    let total: usize = acked.iter().map(Vec::len).sum();
+    assert!(total < CLIENTS * PER_CLIENT, "round {round}: the burst had finished before the kill");
+    acked
+}
+
+#[tokio::test]
+async fn every_acknowledged_message_survives_kill_9_mid_burst() {
+    let mut d = Daemon::start().await;
+    let mut all_acked: Vec<(u64, String, String)> = Vec::new(); // id, sender, text
+    for (round, kill_after) in KILL_AFTER.iter().enumerate() {
+        let acked = burst_and_kill(&mut d, round, *kill_after).await;
+        d.start_again().await;
+        let history = whole_history(&d, "dur").await;
+
+        // Order and uniqueness: ids strictly increase, no text twice.
+        assert!(history.windows(2).all(|w| w[0].id < w[1].id), "round {round}: history out of order");
+        let mut texts = HashSet::new();
+        assert!(history.iter().all(|m| texts.insert(m.text.clone())), "round {round}: a message stored twice");
+
+        // Every acknowledged message, of every round so far, is there once, under its id.
+        for (c, list) in acked.iter().enumerate() {
+            assert!(list.windows(2).all(|w| w[0].0 < w[1].0), "acks in order");
+            all_acked.extend(list.iter().map(|(id, text)| (*id, format!("w{c}"), text.clone())));
+        }
+        let by_text: HashMap<&str, &Stored> = history.iter().map(|m| (m.text.as_str(), m)).collect();
+        for (id, sender, text) in &all_acked {
+            let m = by_text.get(text.as_str()).unwrap_or_else(|| panic!("round {round}: acknowledged {text:?} lost"));
+            assert_eq!((m.id, &m.sender), (*id, sender), "{text}");
+        }
+
+        // Each connection commits one line at a time, so of this round's lines a client has its
+        // acknowledged ones stored, plus at most the single one whose ack the kill cut off.
+        for (c, list) in acked.iter().enumerate() {
+            let prefix = format!("r{round} c{c} m");
+            let stored: Vec<usize> =
+                history.iter().filter_map(|m| m.text.strip_prefix(&prefix)).map(|i| i.parse().unwrap()).collect();
+            let n = list.len();
+            assert!(
+                stored == (0..n).collect::<Vec<_>>() || stored == (0..=n).collect::<Vec<_>>(),
+                "round {round} client {c}: {n} acknowledged, stored {stored:?}"
+            );
+        }
+        eprintln!("round {round}: {} acknowledged in all, {} stored", all_acked.len(), history.len());
+    }
+    // After all that, the daemon works normally.
+    let mut c = d.member("after", "dur").await;
+    assert_eq!(call(&mut c, "MSG dur still here").await.fin.code, 200);
+}
