@@ -153,12 +153,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
     n=${#servers[@]}
     for ((k = 0; k < n; k++)); do
         s=${servers[$(((k + r - 1) % n))]}
-        dir=$WORK/r$r-$s
-        mkdir -p "$dir"
-        "start_$s" "$dir"
+        # A fresh daemon (fresh directory, fresh chatd database) for each scenario, so memory
+        # left over from the fan-out does not count against (or hide in) the idle figure.
+        mkdir -p "$WORK/r$r-$s-fanout" "$WORK/r$r-$s-idle"
+        "start_$s" "$WORK/r$r-$s-fanout"
         SCEN_ARGS=(--clients "$FAN_C" --rooms "$FAN_R" --senders "$FAN_S" --rate "$PACED_RATE"
             --paced-messages "$PACED_M" --messages "$BURST_M" --window "$WINDOW" --burst)
         bench "$r" "$s" fanout --prefix f
+        stop_daemon
+        "start_$s" "$WORK/r$r-$s-idle"
         SCEN_ARGS=(--clients "$IDLE_N")
         bench "$r" "$s" idle --prefix i
         stop_daemon

@@ -1,0 +1,83 @@
+//! CI check for the load generator: it builds, and tiny scenarios run against a real chatd
+//! (started by testkit on an ephemeral port) with every message delivered and acknowledged.
+
+use std::path::Path;
+
+use serde_json::Value;
+use testkit::Daemon;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_chatd-bench");
+
+async fn run_bench(d: &Daemon, out: &Path, addr: &str, tls: bool, args: &[&str]) -> Value {
+    let mut cmd = tokio::process::Command::new(BENCH);
+    cmd.arg("--addr").arg(addr).arg("--pid").arg(d.pid.to_string()).arg("--timeout").arg("60");
+    if tls {
+        cmd.arg("--tls").arg("--ca").arg(&d.ca_file);
+    }
+    cmd.arg("--json").arg(out).args(args);
+    let res = tokio::time::timeout(std::time::Duration::from_secs(90), cmd.output())
+        .await
+        .expect("chatd-bench finished in time")
+        .expect("chatd-bench runs");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "chatd-bench {args:?} failed: {stdout}\n{stderr}\ndaemon log:\n{}", d.log());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    assert_eq!(v["ok"], true, "{v:#}");
+    v
+}
+
+#[tokio::test]
+async fn tiny_scenarios_against_a_real_daemon() {
+    let d = Daemon::start_with("[server]\nplain_listen = \"127.0.0.1:0\"\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = d.plain_addr.clone().expect("plaintext listener");
+
+    // Fan-out over TLS: a paced phase, then a closed-loop burst; 6 clients, 2 rooms, 2 senders.
+    let v = run_bench(&d, &dir.path().join("fanout.json"), &d.addr, true,
+        &["--prefix", "f", "fanout", "-c", "6", "-r", "2", "-s", "2", "-m", "10", "--rate", "200", "--burst"]).await;
+    let phases = v["results"]["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    for p in phases {
+        // Each sender's room has 3 members: 2 senders x 10 messages x 2 receivers.
+        assert_eq!(p["deliveries"], 40, "{p:#}");
+        assert!(p["latency"]["p99_us"].as_f64().unwrap() > 0.0);
+        assert!(p["server_cpu_us"].is_u64(), "CPU read from /proc: {p:#}");
+    }
+
+    // Durable posts over plaintext, pipelined: every MSG acknowledged.
+    let v = run_bench(&d, &dir.path().join("posts.json"), &plain, false,
+        &["--prefix", "p", "posts", "-s", "2", "-m", "20", "--window", "4"]).await;
+    assert_eq!(v["results"]["acked"], 40, "{v:#}");
+
+    // Idle connections and daemon memory; then HISTORY under a little load; then a tiny storm.
+    let v = run_bench(&d, &dir.path().join("idle.json"), &d.addr, true,
+        &["--prefix", "i", "idle", "-c", "5", "--settle", "0", "--warmup", "1"]).await;
+    assert!(v["results"]["rss_after_kib"].as_u64().unwrap() > 0);
+    let v = run_bench(&d, &dir.path().join("history.json"), &plain, false,
+        &["--prefix", "h", "history", "--clients", "4", "--rooms", "1", "--senders", "1", "--rate", "100",
+          "--messages", "50", "--queriers", "1", "--queries", "20", "--limit", "10"]).await;
+    assert!(v["results"]["history_rtt"]["count"].as_u64().unwrap() > 0, "{v:#}");
+    let v = run_bench(&d, &dir.path().join("storm.json"), &plain, false,
+        &["--prefix", "s", "storm", "--clients", "4", "--rooms", "1", "--senders", "1", "--rate", "50",
+          "--seconds", "1", "--logins-per-sec", "4", "--storm-accounts", "2"]).await;
+    assert!(v["results"]["logins_ok"].as_u64().unwrap() > 0, "{v:#}");
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_clear_error() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = tokio::process::Command::new(BENCH)
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--timeout", "10", "fanout", "-c", "2", "-s", "1", "-m", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused"), "{err}");
+    // Never anything but loopback.
+    let out = tokio::process::Command::new(BENCH).args(["--addr", "192.0.2.1:6697", "idle"]).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not loopback"));
+}
