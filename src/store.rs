@@ -45,6 +45,8 @@ pub enum StoreError {
     Sqlite(String),
     #[error("{path} is not a chatd database ({why}); refusing to touch it")]
     Foreign { path: PathBuf, why: String },
+    #[error("{path} is damaged ({why}); refusing to start on it: restore it from a backup")]
+    Damaged { path: PathBuf, why: String },
     #[error("the storage thread has stopped")]
     Closed,
     #[error("cannot create {path}: {why}")]
@@ -247,9 +249,10 @@ fn open_checked(path: &Path, options: &StorageSection) -> Result<Connection, Sto
     if version != SCHEMA_VERSION {
         return Err(foreign(format!("schema version {version}, this chatd knows {SCHEMA_VERSION}")));
     }
-    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
+    let damaged = |why: String| StoreError::Damaged { path: path.into(), why };
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| damaged(e.to_string()))?;
     if check != "ok" {
-        return Err(foreign(format!("integrity check failed: {check}")));
+        return Err(damaged(format!("integrity check failed: {check}")));
     }
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     if options.max_pages > 0 {
