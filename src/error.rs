@@ -47,8 +47,6 @@ pub enum ChatError {
     LimitReached(RoomName, &'static str),
     #[error("no bot is connected that answers /{1}")]
     NoBot(RoomName, CommandWord),
-    #[error("you are sending too fast; the line was dropped")]
-    Flood,
     #[error("bad HISTORY arguments: BEFORE takes a message id, LIMIT takes 1 to 50")]
     BadHistoryArguments,
     #[error("server error ({0}); the command had no effect, try again")]
@@ -80,7 +78,6 @@ impl ChatError {
             MessageTooLong(_) => 417,
             LimitReached(..) => 418,
             NoBot(..) => 419,
-            Flood => 420,
             BadHistoryArguments => 421,
             Storage(_) => 500,
         }
