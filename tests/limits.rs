@@ -69,11 +69,8 @@ async fn a_fast_sender_is_delayed_and_warned_once_and_a_flooder_is_disconnected(
     let flood: String = (0..500).map(|i| format!("PING f{i}\r\n")).collect();
     flooder.writer.send_raw(flood.as_bytes()).await.unwrap();
     let mut last = None;
-    loop {
-        match tokio::time::timeout(PATIENCE, flooder.next()).await.expect("flooder still connected") {
-            Ok(Some(line)) => last = Some(line),
-            Ok(None) | Err(_) => break,
-        }
+    while let Ok(Some(line)) = tokio::time::timeout(PATIENCE, flooder.next()).await.expect("flooder still connected") {
+        last = Some(line);
     }
     let last = last.expect("the flooder got lines");
     assert!(last.is_event("BYE") && event_text(&last) == Some("excess flood"), "ended with {last:?}");
