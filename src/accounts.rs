@@ -1,5 +1,5 @@
-//! Accounts: registration and login with argon2id. Hashing runs on a bounded set of blocking
-//! threads (a login storm queues there, chat does not), an unknown user is checked against a dummy
+//! Accounts: registration and login with argon2id. Hashing runs on the `hasher` threads (a login
+//! storm queues there, chat does not), an unknown user is checked against a dummy
 //! hash so both failures cost the same, and failures back off per account and per address.
 
 use std::collections::HashSet;
@@ -8,12 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-use tokio::sync::Semaphore;
 
 use crate::config::{BotAccount, Limits};
 use crate::error::ChatError;
+use crate::hasher::Hasher;
 use crate::limits::{Backoff, WindowCounter};
 use crate::names::{Password, UserName};
 use crate::store::Store;
@@ -26,7 +24,7 @@ enum Who {
 
 pub struct Accounts {
     store: Arc<Store>,
-    hashers: Semaphore,
+    hasher: Hasher,
     dummy_hash: String,
     open_registration: bool,
     bots: HashSet<UserName>,
@@ -42,15 +40,12 @@ pub struct LoggedIn {
 }
 
 impl Accounts {
-    pub fn new(store: Arc<Store>, limits: &Limits, open_registration: bool, bots: &[BotAccount]) -> Accounts {
-        let dummy = SaltString::generate(&mut OsRng);
-        let dummy_hash = Argon2::default()
-            .hash_password(b"no such user, but the same work", &dummy)
-            .expect("argon2 with default parameters")
-            .to_string();
+    pub async fn new(store: Arc<Store>, limits: &Limits, open_registration: bool, bots: &[BotAccount]) -> Accounts {
+        let hasher = Hasher::start(limits.argon2_workers);
+        let dummy_hash = hasher.hash("no such user, but the same work").await.expect("argon2 with default parameters");
         Accounts {
             store,
-            hashers: Semaphore::new(limits.argon2_workers),
+            hasher,
             dummy_hash,
             open_registration,
             bots: bots.iter().filter_map(|b| UserName::parse(&b.name)).collect(),
@@ -61,25 +56,11 @@ impl Accounts {
     }
 
     async fn hash(&self, password: &Password) -> Result<String, ChatError> {
-        let _permit = self.hashers.acquire().await.expect("never closed");
-        let pw = password.expose().to_string();
-        tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            Argon2::default().hash_password(pw.as_bytes(), &salt).map(|h| h.to_string())
-        })
-        .await
-        .map_err(|e| ChatError::Storage(e.to_string()))?
-        .map_err(|e| ChatError::Storage(e.to_string()))
+        self.hasher.hash(password.expose()).await.ok_or_else(|| ChatError::Storage("password hashing failed".into()))
     }
 
     async fn verify(&self, password: &Password, hash: String) -> bool {
-        let _permit = self.hashers.acquire().await.expect("never closed");
-        let pw = password.expose().to_string();
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
-        })
-        .await
-        .unwrap_or(false)
+        self.hasher.verify(password.expose(), hash).await
     }
 
     pub async fn register(&self, user: &UserName, password: &Password, from: IpAddr) -> Result<LoggedIn, ChatError> {

@@ -47,8 +47,9 @@ impl FrameReader {
             if let Some(frame) = self.parse_frame() {
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < 512 {
-                self.buf.reserve(1024.min(self.max_line));
+            if self.buf.capacity() - self.buf.len() < 256 {
+                // Small: an idle connection holds this buffer while it waits.
+                self.buf.reserve(512);
             }
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return Ok(None);
@@ -112,7 +113,8 @@ impl FrameWriter {
         self.inner.write_all(&self.out).await?;
         self.inner.flush().await?;
         self.out.clear();
-        if self.out.capacity() > 64 * 1024 {
+        if self.out.capacity() > 4096 {
+            // A burst's buffer is not kept for the connection's idle hours.
             self.out = Vec::new();
         }
         Ok(())

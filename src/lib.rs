@@ -12,6 +12,7 @@ pub mod command;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod hasher;
 pub mod limits;
 pub mod model;
 pub mod names;
@@ -55,7 +56,8 @@ pub async fn run(
     raise_fd_limit();
     let tls = tls::load_or_create(&config.tls)?;
     let store = store::Store::open(&config.storage)?;
-    let accounts = accounts::Accounts::new(store.clone(), &config.limits, config.accounts.open_registration, &config.bots);
+    let accounts =
+        accounts::Accounts::new(store.clone(), &config.limits, config.accounts.open_registration, &config.bots).await;
     accounts.provision_bots(&config.bots).await?;
     let bots = Arc::new(bots::Bots::default());
     let initial: Vec<RoomName> = config

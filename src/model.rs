@@ -58,14 +58,22 @@ pub struct BotLine {
     pub text: String,
 }
 
-/// What a room (or the server) pushes to a connection.
+/// Who joined or left which room.
+#[derive(Debug)]
+pub struct Membership {
+    pub room: RoomName,
+    pub user: UserName,
+}
+
+/// What a room (or the server) pushes to a connection. Every variant is one pointer: a
+/// connection's queue is made of these, and idle connections are many.
 #[derive(Debug, Clone)]
 pub enum Event {
     Message(Arc<Posted>),
     Command(Arc<BotLine>),
-    Joined { room: RoomName, user: UserName },
-    Parted { room: RoomName, user: UserName },
-    Notice(Arc<str>),
+    Joined(Arc<Membership>),
+    Parted(Arc<Membership>),
+    Notice(Arc<String>),
 }
 
 impl Event {
@@ -74,7 +82,7 @@ impl Event {
         match self {
             Event::Message(p) => p.msg.text.len() + 96,
             Event::Command(c) => c.text.len() + 96,
-            Event::Joined { .. } | Event::Parted { .. } => 64,
+            Event::Joined(_) | Event::Parted(_) => 64,
             Event::Notice(t) => t.len() + 16,
         }
     }
@@ -82,6 +90,11 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_event_is_two_words() {
+        assert!(std::mem::size_of::<super::Event>() <= 16);
+    }
+
     #[test]
     fn time_format() {
         assert_eq!(super::format_time(1_764_391_686_123), "2025-11-29T04:48:06.123Z");

@@ -105,10 +105,10 @@ mod tests {
     #[tokio::test]
     async fn overflow_by_bytes_marks_the_connection() {
         let (out, mut inbox) = outbox(1, 100, 200);
-        let notice = || Event::Notice("x".repeat(100).into());
+        let notice = || Event::Notice(std::sync::Arc::new("x".repeat(100)));
         assert!(out.push(notice()));
         assert!(!out.push(notice()), "second push exceeds 200 bytes");
-        assert!(!out.push(Event::Notice("y".into())), "stays overflowed");
+        assert!(!out.push(Event::Notice(std::sync::Arc::new("y".into()))), "stays overflowed");
         inbox.overflow_watch().overflowed().await;
         assert!(inbox.try_recv().is_some());
     }

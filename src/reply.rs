@@ -66,8 +66,8 @@ pub fn event(out: &mut Vec<u8>, ev: &Event) {
             let time = format_time(c.time);
             write_event(&mut s, "CMD", &[c.room.as_str(), &time, c.sender.as_str()], Some(&c.text));
         }
-        Event::Joined { room, user } => write_event(&mut s, "JOIN", &[room.as_str(), user.as_str()], None),
-        Event::Parted { room, user } => write_event(&mut s, "PART", &[room.as_str(), user.as_str()], None),
+        Event::Joined(m) => write_event(&mut s, "JOIN", &[m.room.as_str(), m.user.as_str()], None),
+        Event::Parted(m) => write_event(&mut s, "PART", &[m.room.as_str(), m.user.as_str()], None),
         Event::Notice(text) => write_event(&mut s, "NOTICE", &[], Some(text)),
     }
     out.extend_from_slice(s.as_bytes());

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bots::Bots;
 use crate::error::ChatError;
-use crate::model::{now_millis, BotLine, Event, Message, Millis, Posted};
+use crate::model::{now_millis, BotLine, Event, Membership, Message, Millis, Posted};
 use crate::names::{CommandWord, RoomName, UserName};
 use crate::outbox::{ConnId, Outbox};
 use crate::store::{Store, StoreError};
@@ -211,7 +211,7 @@ impl Room {
                 *n == 1
             };
             if first {
-                self.broadcast(Event::Joined { room: self.name.clone(), user: user.clone() }, None);
+                self.broadcast(Event::Joined(Arc::new(Membership { room: self.name.clone(), user: user.clone() })), None);
             }
             self.members.insert(conn, Member { user, outbox });
             self.user_count.store(self.users.len(), Ordering::Relaxed);
@@ -235,7 +235,7 @@ impl Room {
         };
         self.user_count.store(self.users.len(), Ordering::Relaxed);
         if last {
-            self.broadcast(Event::Parted { room: self.name.clone(), user: member.user }, None);
+            self.broadcast(Event::Parted(Arc::new(Membership { room: self.name.clone(), user: member.user })), None);
         }
         true
     }

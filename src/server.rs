@@ -125,7 +125,9 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shar
                 }
                 _ => return,
             }
-            match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+            // Boxed: the handshake's state is large and only needed once; the connection's task
+            // stays small for the hours it may sit idle.
+            match Box::pin(tokio::time::timeout(handshake, acceptor.accept(tcp))).await {
                 Ok(Ok(stream)) => Box::new(stream),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");

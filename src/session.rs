@@ -2,7 +2,7 @@
 //! `apply`), writes replies and the events its rooms push, and enforces the per-connection limits
 //! (flood control, idle PING, login timeout, slow-reader disconnect).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +42,9 @@ pub struct Session {
     user: Option<UserName>,
     is_bot: bool,
     serving: bool,
-    joined: HashMap<RoomName, RoomHandle>,
+    /// The rooms this connection joined (at most `rooms_per_connection`; a Vec is smaller than a
+    /// map for the few rooms a connection is in).
+    joined: Vec<RoomHandle>,
 }
 
 /// Whether the connection goes on after a command.
@@ -82,7 +84,7 @@ impl Session {
             user: None,
             is_bot: false,
             serving: false,
-            joined: HashMap::new(),
+            joined: Vec::new(),
         }
     }
 
@@ -230,7 +232,9 @@ impl Session {
                 Replies { out: &mut out, label: rejected.label.as_ref(), verb: &rejected.verb }.error(&rejected.error);
                 Flow::Continue
             }
-            Ok(request) => self.apply(request, &mut out).await,
+            // Boxed: a command's state (a login, a commit) is large and brief; the idle
+            // connection's task does not carry room for it.
+            Ok(request) => Box::pin(self.apply(request, &mut out)).await,
         };
         self.writer.out.extend_from_slice(out.as_bytes());
         flow
@@ -304,7 +308,7 @@ impl Session {
                 r.ok(&[&rooms.len().to_string()], Some("rooms listed"));
             }
             Command::Join(room) => {
-                if !self.joined.contains_key(&room) && self.joined.len() >= limits.rooms_per_connection {
+                if self.joined(&room).is_none() && self.joined.len() >= limits.rooms_per_connection {
                     return Err(ChatError::LimitReached(room, "you are in too many rooms"));
                 }
                 let handle = self.shared.rooms.get(&room, self.shared.config.rooms.auto_create).await?;
@@ -313,15 +317,18 @@ impl Session {
                     r.message(&posted.msg);
                 }
                 r.ok(&[room.as_str(), &joined.users.to_string()], Some(&format!("joined {room}")));
-                self.joined.insert(room, handle);
+                if self.joined(&room).is_none() {
+                    self.joined.push(handle);
+                }
             }
             Command::Part(room) => {
-                let handle = self.joined.remove(&room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
+                let i = self.joined.iter().position(|h| h.name == room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
+                let handle = self.joined.swap_remove(i);
                 handle.part(self.id).await;
                 r.ok(&[room.as_str()], Some(&format!("left {room}")));
             }
             Command::Names(room) => {
-                let handle = match self.joined.get(&room) {
+                let handle = match self.joined(&room) {
                     Some(h) => h.clone(),
                     None => self.shared.rooms.get(&room, false).await?,
                 };
@@ -333,7 +340,7 @@ impl Session {
             }
             Command::Msg { room, text } => return self.post(room, text, r).await.map(|()| Flow::Continue),
             Command::History { room, before, limit } => {
-                let handle = self.joined.get(&room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
+                let handle = self.joined(&room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
                 let limit = limit.unwrap_or(HISTORY_PAGE);
                 let messages = match handle.history(self.id, before, limit).await? {
                     HistoryPage::Cached(page) => page.iter().map(|p| p.msg.clone()).collect(),
@@ -367,6 +374,10 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    fn joined(&self, room: &RoomName) -> Option<&RoomHandle> {
+        self.joined.iter().find(|h| h.name == *room)
+    }
+
     fn user(&self) -> Result<UserName, ChatError> {
         self.user.clone().ok_or(ChatError::NotLoggedIn)
     }
@@ -374,7 +385,7 @@ impl Session {
     /// MSG: a bot command line is relayed; anything else is stored, and acknowledged once durable.
     async fn post(&mut self, room: RoomName, text: String, r: &mut Replies<'_>) -> Result<(), ChatError> {
         let user = self.user()?;
-        let handle = match self.joined.get(&room) {
+        let handle = match self.joined(&room) {
             Some(h) => h.clone(),
             None if self.serving => self.shared.rooms.get(&room, false).await?,
             None => return Err(ChatError::NotMember(room)),
@@ -409,7 +420,7 @@ impl Session {
 
     /// Leaves every room and stops serving bot commands (LOGOUT, QUIT, disconnect).
     async fn leave_everything(&mut self) {
-        for (_, handle) in self.joined.drain() {
+        for handle in std::mem::take(&mut self.joined) {
             handle.part(self.id).await;
         }
         if self.serving {
