@@ -7,23 +7,36 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::time::{sleep_until, Instant};
 
 use crate::command::{Command, Request, Verb, ALL_VERBS};
 use crate::connection::{Frame, FrameReader, FrameWriter};
 use crate::error::ChatError;
 use crate::model::format_time;
-use crate::names::{CommandWord, RoomName, UserName};
+use crate::names::{CommandWord, Label, RoomName, UserName};
 use crate::outbox::{ConnId, Inbox, Outbox, OverflowWatch};
 use crate::parse::{parse_line, HISTORY_PAGE};
 use crate::reply::{self, Replies};
-use crate::room::{HistoryPage, RoomHandle};
+use crate::room::{Accepted, HistoryPage, RoomHandle};
 use crate::server::Shared;
 use crate::shutdown::Shutdown;
+use crate::store::StoreError;
 use crate::limits::TokenBucket;
 
 /// Most events written in one batch before the socket is flushed.
 const EVENTS_PER_FLUSH: usize = 512;
+
+/// Most of one connection's messages waiting for their commit at once. Posts are pipelined: the
+/// next line is read while earlier messages commit, so a fast sender fills the group commit.
+const MAX_POSTS_IN_FLIGHT: usize = 64;
+
+/// A message accepted by its room, whose `200 MSG` waits for the commit.
+struct PendingAck {
+    label: Option<Label>,
+    handle: RoomHandle,
+    accepted: Accepted,
+}
 
 pub struct Session {
     id: ConnId,
@@ -45,6 +58,9 @@ pub struct Session {
     /// The rooms this connection joined (at most `rooms_per_connection`; a Vec is smaller than a
     /// map for the few rooms a connection is in).
     joined: Vec<RoomHandle>,
+    /// Acknowledgements owed, oldest first. Every other reply waits until these are written, so
+    /// replies stay in the order of the commands.
+    pending_acks: VecDeque<PendingAck>,
 }
 
 /// Whether the connection goes on after a command.
@@ -85,11 +101,16 @@ impl Session {
             is_bot: false,
             serving: false,
             joined: Vec::new(),
+            pending_acks: VecDeque::new(),
         }
     }
 
     pub async fn run(mut self) {
         let reason = self.serve().await;
+        if reason.is_some() {
+            // Messages already accepted are committed; their senders hear so before the BYE.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.finish_acks()).await;
+        }
         if let Some(reason) = reason {
             reply::server_event(&mut self.writer.out, "BYE", &[], Some(reason));
         }
@@ -146,6 +167,25 @@ impl Session {
                             Some(event) => reply::event(&mut self.writer.out, &event),
                             None => break,
                         }
+                    }
+                }
+                committed = async {
+                    match self.pending_acks.front_mut() {
+                        Some(ack) => (&mut ack.accepted.committed).await,
+                        None => std::future::pending().await,
+                    }
+                }, if !self.pending_acks.is_empty() => {
+                    let ack = self.pending_acks.pop_front().expect("front exists");
+                    self.acknowledge(ack, committed.ok()).await;
+                    // Those committed in the same group go out in the same write.
+                    while let Some(ack) = self.pending_acks.front_mut() {
+                        let committed = match ack.accepted.committed.try_recv() {
+                            Err(TryRecvError::Empty) => break,
+                            Ok(result) => Some(result),
+                            Err(TryRecvError::Closed) => None,
+                        };
+                        let ack = self.pending_acks.pop_front().expect("front exists");
+                        self.acknowledge(ack, committed).await;
                     }
                 }
                 _ = sleep_until(flood_ready.unwrap_or(deadline)), if flood_ready.is_some() => {
@@ -245,6 +285,10 @@ impl Session {
         let Request { label, command } = request;
         let verb = command.verb();
         let mut r = Replies { out, label: label.as_ref(), verb: verb.as_str() };
+        let pipelined = matches!(&command, Command::Msg { text, .. } if CommandWord::of_bot_line(text).is_none());
+        if !pipelined {
+            self.finish_acks().await;
+        }
         let result = if self.user.is_none() && !verb.allowed_anonymous() {
             Err(ChatError::NotLoggedIn)
         } else {
@@ -253,6 +297,10 @@ impl Session {
         match result {
             Ok(flow) => flow,
             Err(e) => {
+                if pipelined {
+                    // The error must not overtake the acknowledgements owed before it.
+                    self.finish_acks().await;
+                }
                 r.error(&e);
                 Flow::Continue
             }
@@ -399,23 +447,41 @@ impl Session {
             return Ok(());
         }
         let accepted = handle.post(self.id, user, text, self.serving).await?;
-        // Events queued so far go out while the commit runs.
-        let _ = self.writer.flush().await;
-        match accepted.committed.await {
-            Ok(Ok(())) => {
-                let m = &accepted.posted.msg;
-                r.ok(&[room.as_str(), &m.id.to_string(), &format_time(m.time)], None);
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                handle.retract(accepted.posted.msg.id).await;
-                Err(ChatError::Storage(e.to_string()))
-            }
-            Err(_) => {
-                handle.retract(accepted.posted.msg.id).await;
-                Err(ChatError::Storage("storage stopped".into()))
+        if self.pending_acks.len() >= MAX_POSTS_IN_FLIGHT {
+            let mut oldest = self.pending_acks.pop_front().expect("not empty");
+            let committed = (&mut oldest.accepted.committed).await.ok();
+            self.acknowledge(oldest, committed).await;
+        }
+        self.pending_acks.push_back(PendingAck { label: r.label.cloned(), handle, accepted });
+        Ok(())
+    }
+
+    /// Waits for every owed acknowledgement and writes them, in order.
+    async fn finish_acks(&mut self) {
+        while let Some(mut ack) = self.pending_acks.pop_front() {
+            let committed = (&mut ack.accepted.committed).await.ok();
+            self.acknowledge(ack, committed).await;
+        }
+    }
+
+    /// Writes `200 MSG` for a committed message, or `500` (and takes the message out of the room's
+    /// cache) for one the store could not keep. `None`: the store went away before answering.
+    async fn acknowledge(&mut self, ack: PendingAck, committed: Option<Result<(), StoreError>>) {
+        let m = &ack.accepted.posted.msg;
+        let mut out = String::new();
+        let mut r = Replies { out: &mut out, label: ack.label.as_ref(), verb: "MSG" };
+        match committed {
+            Some(Ok(())) => r.ok(&[m.room.as_str(), &m.id.to_string(), &format_time(m.time)], None),
+            failed => {
+                ack.handle.retract(m.id).await;
+                let why = match failed {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "storage stopped".to_string(),
+                };
+                r.error(&ChatError::Storage(why));
             }
         }
+        self.writer.out.extend_from_slice(out.as_bytes());
     }
 
     /// Leaves every room and stops serving bot commands (LOGOUT, QUIT, disconnect).

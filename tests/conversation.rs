@@ -220,3 +220,37 @@ async fn a_slow_reader_is_dropped_without_stalling_the_room() {
     assert_eq!(call(&mut talker, "MSG busy still here").await.fin.code, 200);
     expect_line(&mut fast, "the room still works", |l| l.as_message().is_some_and(|m| m.text == "still here")).await;
 }
+
+#[tokio::test]
+async fn pipelined_posts_are_acknowledged_in_order_with_their_labels() {
+    let d = Daemon::start().await;
+    let mut alice = d.member("alice", "general").await;
+    let mut batch = String::new();
+    for i in 0..200 {
+        batch.push_str(&format!("@p{i} MSG general pipelined {i}\r\n"));
+        if i == 100 {
+            // An error and a non-MSG command in the middle keep their places.
+            batch.push_str("@bad MSG random not joined\r\n@ping PING mid\r\n");
+        }
+    }
+    alice.writer.send_raw(batch.as_bytes()).await.unwrap();
+    let mut labels = Vec::new();
+    let mut last_id = 0u64;
+    while labels.len() < 202 {
+        if let ServerLine::Reply(r) = next_line(&mut alice).await {
+            if r.verb == "MSG" && r.code == 200 {
+                let id: u64 = r.fields[1].parse().unwrap();
+                assert!(id > last_id, "ids increase in acknowledgement order");
+                last_id = id;
+            }
+            labels.push(r.label.unwrap());
+        }
+    }
+    let mut want: Vec<String> = (0..=100).map(|i| format!("p{i}")).collect();
+    want.extend(["bad".to_string(), "ping".to_string()]);
+    want.extend((101..200).map(|i| format!("p{i}")));
+    assert_eq!(labels, want);
+    let history = call(&mut alice, "HISTORY general LIMIT 3").await;
+    let texts: Vec<_> = history.data.iter().map(|r| r.text.clone().unwrap()).collect();
+    assert_eq!(texts, ["pipelined 197", "pipelined 198", "pipelined 199"]);
+}
