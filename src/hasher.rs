@@ -1,7 +1,7 @@
 //! Password hashing (argon2id, the recommended parameters: 19 MiB, 2 passes, 1 lane) on a fixed set
 //! of low-priority threads. Each thread owns one argon2 memory area and reuses it for every hash, so
 //! memory stays at `workers × 19 MiB` however many logins come, and a login storm yields the CPU to
-//! chat (the threads run at nice 10). Nothing here runs on the async worker threads.
+//! chat (the threads run at nice 19). Nothing here runs on the async worker threads.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +10,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{mpsc, oneshot};
 
 /// How much lower than the rest of the daemon the hashing threads run (nice value).
-const NICENESS: i32 = 10;
+const NICENESS: i32 = 19;
 
 enum Job {
     Hash { password: String, reply: oneshot::Sender<Option<String>> },
