@@ -289,11 +289,14 @@ impl Session {
         if !pipelined {
             self.finish_acks().await;
         }
+        let started = std::time::Instant::now();
         let result = if self.user.is_none() && !verb.allowed_anonymous() {
             Err(ChatError::NotLoggedIn)
         } else {
             self.execute(command, &mut r).await
         };
+        // Server-side time of each command, for benchmarks (`--log chatd::timing=trace`).
+        tracing::trace!(target: "chatd::timing", verb = verb.as_str(), micros = started.elapsed().as_micros() as u64);
         match result {
             Ok(flow) => flow,
             Err(e) => {
