@@ -166,11 +166,10 @@ async fn on_chatd_line(line: &str, writer: &Mutex<LineWriter>, shared: &Shared, 
             let token = e.fields.first().cloned().unwrap_or_default();
             let _ = writer.lock().await.send(&format!("PONG {token}")).await;
         }
-        Ok(ServerLine::Event(e)) if e.name == "BYE" => {
-            if !shared.closing.load(Relaxed) {
+        Ok(ServerLine::Event(e)) if e.name == "BYE"
+            && !shared.closing.load(Relaxed) => {
                 shared.problem(format!("client {me}: * BYE :{}", e.text.unwrap_or_default()));
             }
-        }
         Ok(ServerLine::Reply(r)) if r.verb == "MSG" => {
             if r.code >= 400 {
                 shared.errors.fetch_add(1, Relaxed);
@@ -198,11 +197,10 @@ async fn on_irc_line(line: &str, writer: &Mutex<LineWriter>, shared: &Shared, me
             let token = m.params.last().copied().unwrap_or("");
             let _ = writer.lock().await.send(&format!("PONG :{token}")).await;
         }
-        "ERROR" => {
-            if !shared.closing.load(Relaxed) {
+        "ERROR"
+            if !shared.closing.load(Relaxed) => {
                 shared.problem(format!("client {me}: {line}"));
             }
-        }
         c if c.len() == 3 && (c.starts_with('4') || c.starts_with('5')) => {
             shared.errors.fetch_add(1, Relaxed);
             shared.problem(format!("client {me}: {line}"));

@@ -97,7 +97,7 @@ impl Hist {
             "p99_us": us(self.quantile(0.99)),
             "p999_us": us(self.quantile(0.999)),
             "max_us": us(self.max()),
-            "mean_us": if n == 0 { 0.0 } else { us(self.sum.load(Relaxed) / n) },
+            "mean_us": self.sum.load(Relaxed).checked_div(n).map_or(0.0, us),
         })
     }
 
