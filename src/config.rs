@@ -185,10 +185,12 @@ impl Default for Limits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    // The underlying error is part of the message, not a `source`: printed with `{:#}` a source
+    // would repeat it.
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path}: {error}")]
+    Parse { path: PathBuf, error: toml::de::Error },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -200,9 +202,9 @@ impl Config {
         let (mut config, base) = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                    .map_err(|error| ConfigError::Read { path: path.into(), error })?;
                 let config: Config =
-                    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+                    toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.into(), error })?;
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 (config, base)
             }
