@@ -37,6 +37,23 @@ const TLS_HANDSHAKE: u8 = 0x16;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// The second of the last logged refusal, and how many were not logged since.
+static REFUSALS_LOGGED_AT: AtomicU64 = AtomicU64::new(0);
+static REFUSALS_UNLOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a refused connection, at most one line a second: a flood of connections must not become
+/// a flood of log lines. The line says how many refusals it stands for.
+fn log_refusal(peer: SocketAddr, refusal: crate::limits::Refusal) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = REFUSALS_LOGGED_AT.load(Ordering::Relaxed);
+    if now > last && REFUSALS_LOGGED_AT.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        let also = REFUSALS_UNLOGGED.swap(0, Ordering::Relaxed);
+        tracing::info!(%peer, reason = refusal.reason(), also_refused_since_last_line = also, "connection refused");
+    } else {
+        REFUSALS_UNLOGGED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Binds a listener with an explicit accept backlog (tokio's default of 128 drops connections in a
 /// connect burst).
 pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
@@ -105,7 +122,7 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shar
     let admission = match shared.gate.admit(peer.ip()) {
         Ok(a) => a,
         Err(refusal) => {
-            tracing::info!(%peer, reason = refusal.reason(), "connection refused");
+            log_refusal(peer, refusal);
             return;
         }
     };

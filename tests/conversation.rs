@@ -254,3 +254,35 @@ async fn pipelined_posts_are_acknowledged_in_order_with_their_labels() {
     let texts: Vec<_> = history.data.iter().map(|r| r.text.clone().unwrap()).collect();
     assert_eq!(texts, ["pipelined 197", "pipelined 198", "pipelined 199"]);
 }
+
+#[tokio::test]
+async fn sigterm_tells_clients_and_keeps_what_was_accepted() {
+    let mut d = Daemon::start().await;
+    let mut reader = d.member("reader", "general").await;
+    let mut alice = d.member("alice", "general").await;
+    // Pipelined posts, then the signal: every post read before the shutdown is acknowledged (and
+    // stored), then the BYE comes.
+    let lines: String = (0..50).map(|i| format!("@s{i} MSG general before shutdown {i}\r\n")).collect();
+    alice.writer.send_raw(lines.as_bytes()).await.unwrap();
+    expect_line(&mut reader, "the first post", |l| l.as_message().is_some()).await;
+    assert!(d.stop().await, "chatd exits 0 on SIGTERM; log:\n{}", d.log());
+    let mut acked = Vec::new();
+    let mut bye = None;
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(testkit::PATIENCE, alice.next()).await {
+        match line {
+            ServerLine::Reply(r) if r.code == 200 => acked.push(r.fields[1].clone()),
+            ServerLine::Reply(r) => panic!("unexpected reply {r:?}"),
+            ServerLine::Event(e) if e.name == "BYE" => bye = e.text,
+            ServerLine::Event(_) => {}
+        }
+    }
+    assert_eq!(bye.as_deref(), Some("server shutting down"));
+    assert!(!acked.is_empty());
+    d.start_again().await;
+    let mut check = d.member("check", "general").await;
+    let history = call(&mut check, "HISTORY general").await;
+    let stored: Vec<&String> = history.data.iter().map(|r| &r.fields[1]).collect();
+    for id in &acked {
+        assert!(stored.contains(&id), "acknowledged message {id} missing after a graceful stop");
+    }
+}
