@@ -21,14 +21,14 @@ impl TokenBucket {
         TokenBucket { interval, span: interval * burst.saturating_sub(1), tat: Instant::now() }
     }
 
-    /// When the next token will be there (now or in the past: there is one).
-    pub fn ready_at(&self) -> Instant {
-        self.tat.checked_sub(self.span).unwrap_or(self.tat)
+    /// When the next token will be there (`now` or earlier: there is one now).
+    pub fn ready_at(&self, now: Instant) -> Instant {
+        self.tat.checked_sub(self.span).unwrap_or(now)
     }
 
     /// Takes a token now, or says when one will be there.
     pub fn take(&mut self, now: Instant) -> Result<(), Instant> {
-        let earliest = self.tat.checked_sub(self.span).unwrap_or(now);
+        let earliest = self.ready_at(now);
         if now >= earliest {
             self.tat = self.tat.max(now) + self.interval;
             Ok(())

@@ -228,7 +228,8 @@ impl Session {
         if self.pending.is_empty() {
             return None;
         }
-        Some(self.flood.as_ref().map_or_else(Instant::now, |b| b.ready_at().into()))
+        let now = Instant::now();
+        Some(self.flood.as_ref().map_or(now, |b| b.ready_at(now.into_std()).into()))
     }
 
     /// Runs held-back lines while flood control allows.
