@@ -1,11 +1,13 @@
-//! Bytes to frames and back. `FrameReader` turns the socket into lines, never buffering more than
-//! the line limit (a longer line becomes one `TooLong` frame and is discarded up to its newline).
-//! `FrameWriter` collects outgoing lines and writes them with one syscall per batch.
+//! Bytes to frames and back. A `Connection` owns the socket: it turns what arrives into lines,
+//! never buffering more than the line limit (a longer line becomes one `TooLong` frame and is
+//! discarded up to its newline), and collects outgoing lines to write them with one syscall per
+//! batch. One task owns a connection and never reads and writes at once, so the stream is not
+//! split (a split stream takes a lock on every read and write).
 
 use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
@@ -19,27 +21,20 @@ pub enum Frame {
     TooLong,
 }
 
-pub struct FrameReader {
-    inner: ReadHalf<BoxStream>,
+pub struct Connection {
+    stream: BoxStream,
     buf: BytesMut,
     max_line: usize,
     discarding: bool,
-}
-
-pub struct FrameWriter {
-    inner: WriteHalf<BoxStream>,
+    /// Lines waiting to be written by the next `flush`.
     pub out: Vec<u8>,
 }
 
-pub fn split(stream: BoxStream, max_line: usize) -> (FrameReader, FrameWriter) {
-    let (r, w) = tokio::io::split(stream);
-    (
-        FrameReader { inner: r, buf: BytesMut::new(), max_line, discarding: false },
-        FrameWriter { inner: w, out: Vec::new() },
-    )
-}
+impl Connection {
+    pub fn new(stream: BoxStream, max_line: usize) -> Connection {
+        Connection { stream, buf: BytesMut::new(), max_line, discarding: false, out: Vec::new() }
+    }
 
-impl FrameReader {
     /// The next frame, or `None` when the peer closed (a partial last line is dropped).
     /// Cancel-safe: what was read stays in the buffer.
     pub async fn read_frame(&mut self) -> io::Result<Option<Frame>> {
@@ -51,7 +46,7 @@ impl FrameReader {
                 // Small: an idle connection holds this buffer while it waits.
                 self.buf.reserve(512);
             }
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Ok(None);
             }
         }
@@ -98,9 +93,7 @@ impl FrameReader {
             };
         }
     }
-}
 
-impl FrameWriter {
     pub fn has_pending(&self) -> bool {
         !self.out.is_empty()
     }
@@ -110,8 +103,8 @@ impl FrameWriter {
         if self.out.is_empty() {
             return Ok(());
         }
-        self.inner.write_all(&self.out).await?;
-        self.inner.flush().await?;
+        self.stream.write_all(&self.out).await?;
+        self.stream.flush().await?;
         self.out.clear();
         if self.out.capacity() > 4096 {
             // A burst's buffer is not kept for the connection's idle hours.
@@ -121,7 +114,7 @@ impl FrameWriter {
     }
 
     pub async fn shutdown(&mut self) {
-        let _ = self.inner.shutdown().await;
+        let _ = self.stream.shutdown().await;
     }
 }
 
@@ -132,7 +125,7 @@ mod tests {
 
     async fn frames(input: &[u8], max: usize) -> Vec<Frame> {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let (mut r, _w) = split(Box::new(server), max);
+        let mut r = Connection::new(Box::new(server), max);
         let mut client = client;
         client.write_all(input).await.unwrap();
         drop(client);

@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::names::RoomName;
@@ -94,20 +95,19 @@ pub async fn run(
     };
 
     let shared = Arc::new(server::Shared { config, rooms, accounts, bots, store: store.clone(), gate });
-    let (notify_shutdown, _) = broadcast::channel(1);
+    let signal = CancellationToken::new();
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-    tokio::spawn(server::accept_loop(tls_listener, Some(acceptor), shared.clone(), notify_shutdown.clone(), done_tx.clone()));
+    tokio::spawn(server::accept_loop(tls_listener, Some(acceptor), shared.clone(), signal.clone(), done_tx.clone()));
     if let Some(plain) = plain_listener {
-        tokio::spawn(server::accept_loop(plain, None, shared.clone(), notify_shutdown.clone(), done_tx.clone()));
+        tokio::spawn(server::accept_loop(plain, None, shared.clone(), signal.clone(), done_tx.clone()));
     }
     drop(done_tx);
     ready(&listening);
 
     stop.await;
     tracing::info!(open = shared.gate.open_connections(), "shutting down");
-    let _ = notify_shutdown.send(());
-    drop(notify_shutdown);
+    signal.cancel();
     if tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await.is_err() {
         tracing::warn!("some connections did not close in 10 s");
     }

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::names::{RoomName, UserName};
+use crate::outbox::ConnId;
 
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
@@ -36,12 +37,15 @@ pub struct Message {
 #[derive(Debug)]
 pub struct Posted {
     pub msg: Message,
+    /// The connection that posted it (it is not echoed back there), or `None` once it came from
+    /// the store.
+    pub from: Option<ConnId>,
     wire: OnceLock<Bytes>,
 }
 
 impl Posted {
-    pub fn new(msg: Message) -> Arc<Posted> {
-        Arc::new(Posted { msg, wire: OnceLock::new() })
+    pub fn new(msg: Message, from: Option<ConnId>) -> Arc<Posted> {
+        Arc::new(Posted { msg, from, wire: OnceLock::new() })
     }
 
     pub fn rendered(&self, render: impl FnOnce(&Message) -> Bytes) -> &Bytes {
@@ -65,11 +69,32 @@ pub struct Membership {
     pub user: UserName,
 }
 
+/// Messages a room accepted back to back, fanned out as one event: one queue slot and one wake-up
+/// per member for the lot, and one write.
+#[derive(Debug)]
+pub struct Batch {
+    pub posts: Vec<Arc<Posted>>,
+    weight: usize,
+}
+
+impl Batch {
+    pub fn new(posts: Vec<Arc<Posted>>) -> Arc<Batch> {
+        let weight = posts.iter().map(|p| message_weight(&p.msg)).sum();
+        Arc::new(Batch { posts, weight })
+    }
+}
+
+fn message_weight(m: &Message) -> usize {
+    m.text.len() + 96
+}
+
 /// What a room (or the server) pushes to a connection. Every variant is one pointer: a
 /// connection's queue is made of these, and idle connections are many.
 #[derive(Debug, Clone)]
 pub enum Event {
     Message(Arc<Posted>),
+    /// Several messages; each is skipped for the connection that posted it.
+    Messages(Arc<Batch>),
     Command(Arc<BotLine>),
     Joined(Arc<Membership>),
     Parted(Arc<Membership>),
@@ -80,7 +105,8 @@ impl Event {
     /// Roughly the bytes this event takes on the wire, for the per-connection queue bound.
     pub fn weight(&self) -> usize {
         match self {
-            Event::Message(p) => p.msg.text.len() + 96,
+            Event::Message(p) => message_weight(&p.msg),
+            Event::Messages(b) => b.weight,
             Event::Command(c) => c.text.len() + 96,
             Event::Joined(_) | Event::Parted(_) => 64,
             Event::Notice(t) => t.len() + 16,

@@ -76,6 +76,12 @@ impl Inbox {
         Some(ev)
     }
 
+    /// Whether a push has failed for lack of room. Checked on every delivery, so a session kept
+    /// busy by deliveries notices at once; an idle one is woken by the watch below.
+    pub fn has_overflowed(&self) -> bool {
+        self.state.overflowed.load(Ordering::Relaxed)
+    }
+
     /// A watch that resolves once a push has failed for lack of room.
     pub fn overflow_watch(&self) -> OverflowWatch {
         OverflowWatch { state: self.state.clone() }

@@ -7,6 +7,7 @@ use chatd_proto::line::{write_event, write_reply};
 use crate::error::ChatError;
 use crate::model::{format_time, Event, Message};
 use crate::names::Label;
+use crate::outbox::ConnId;
 
 /// Replies to one command: every line carries the command's label, if it had one.
 pub struct Replies<'a> {
@@ -54,12 +55,18 @@ pub fn message_event(m: &Message) -> Bytes {
     Bytes::from(s)
 }
 
-/// Appends the wire form of a pushed event.
-pub fn event(out: &mut Vec<u8>, ev: &Event) {
+/// Appends the wire form of an event pushed to connection `to`.
+pub fn event(out: &mut Vec<u8>, ev: &Event, to: ConnId) {
     let mut s = String::new();
     match ev {
         Event::Message(p) => {
             out.extend_from_slice(p.rendered(message_event));
+            return;
+        }
+        Event::Messages(batch) => {
+            for p in batch.posts.iter().filter(|p| p.from != Some(to)) {
+                out.extend_from_slice(p.rendered(message_event));
+            }
             return;
         }
         Event::Command(c) => {

@@ -1,7 +1,9 @@
 //! A room is an actor: one task owns its members and its cache of recent messages; everything else
 //! talks to it through a `RoomHandle` (a bounded channel; requests that need an answer carry a
-//! oneshot). A post is fanned out at once with non-blocking pushes, then queued for the group
-//! commit; the sender's acknowledgement waits for the commit, nobody else does.
+//! oneshot). A post is fanned out with non-blocking pushes, then queued for the group commit; the
+//! sender's acknowledgement waits for the commit, nobody else does. Posts already waiting in the
+//! room's channel are accepted together and fanned out as one batch: under load a member gets
+//! one event (one wake-up, one write) for many messages; alone, a post goes out at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bots::Bots;
 use crate::error::ChatError;
-use crate::model::{now_millis, BotLine, Event, Membership, Message, Millis, Posted};
+use crate::model::{now_millis, Batch, BotLine, Event, Membership, Message, Millis, Posted};
 use crate::names::{CommandWord, RoomName, UserName};
 use crate::outbox::{ConnId, Outbox};
 use crate::store::{Store, StoreError};
@@ -87,7 +89,8 @@ impl RoomHandle {
             members: HashMap::new(),
             users: HashMap::new(),
             user_count: users.clone(),
-            recent: recent.into_iter().map(Posted::new).collect(),
+            recent: recent.into_iter().map(|m| Posted::new(m, None)).collect(),
+            unsent: Vec::new(),
             complete,
             last_time,
             settings,
@@ -162,6 +165,8 @@ struct Room {
     users: HashMap<UserName, usize>,
     user_count: Arc<AtomicUsize>,
     recent: VecDeque<Arc<Posted>>,
+    /// Accepted posts not yet fanned out (the current batch).
+    unsent: Vec<Arc<Posted>>,
     /// True while `recent` holds every message the room has (so no page needs the database).
     complete: bool,
     last_time: Millis,
@@ -170,32 +175,95 @@ struct Room {
     bots: Arc<Bots>,
 }
 
+/// Most posts fanned out as one batch.
+const MAX_BATCH: usize = 128;
+
+/// Most times the room lets other tasks run while posts keep arriving before it fans out.
+const MAX_YIELDS: usize = 32;
+
 impl Room {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(req) = rx.recv().await {
-            match req {
-                Request::Join { conn, user, outbox, reply } => {
-                    let _ = reply.send(self.join(conn, user, outbox));
+            self.handle(req).await;
+            self.take_waiting(&mut rx).await;
+            // Under load, more posts arrive while the senders' tasks run: the room lets them run
+            // (a scheduler turn, not a timer) as long as that brings more, then fans out the lot.
+            // Alone, a post costs one turn. This is what makes deliveries cheap in a burst: one
+            // wake-up and one write per member for many messages.
+            for _ in 0..MAX_YIELDS {
+                if self.unsent.is_empty() || self.unsent.len() >= MAX_BATCH {
+                    break;
                 }
-                Request::Part { conn, reply } => {
-                    let _ = reply.send(self.remove(conn));
+                tokio::task::yield_now().await;
+                if self.take_waiting(&mut rx).await == 0 {
+                    break;
                 }
-                Request::Post { conn, user, text, as_bot, reply } => {
-                    let result = self.post(conn, user, text, as_bot).await;
-                    let _ = reply.send(result);
-                }
-                Request::BotCommand { conn, user, text, word, as_bot, reply } => {
-                    let _ = reply.send(self.bot_command(conn, user, text, word, as_bot));
-                }
-                Request::History { conn, before, limit, reply } => {
-                    let _ = reply.send(self.history(conn, before, limit));
-                }
-                Request::Names { reply } => {
-                    let mut names: Vec<UserName> = self.users.keys().cloned().collect();
-                    names.sort();
-                    let _ = reply.send(names);
-                }
-                Request::Retract { id } => self.recent.retain(|p| p.msg.id != id),
+            }
+            self.send_unsent();
+        }
+    }
+
+    /// Handles the requests already waiting (until a batch is full), never waiting for more.
+    /// Returns how many it handled.
+    async fn take_waiting(&mut self, rx: &mut mpsc::Receiver<Request>) -> usize {
+        let mut handled = 0;
+        while self.unsent.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => self.handle(req).await,
+                Err(_) => break,
+            }
+            handled += 1;
+        }
+        handled
+    }
+
+    async fn handle(&mut self, req: Request) {
+        if !matches!(req, Request::Post { .. }) {
+            // Everything else sees the room as it is after the posts before it: a new member
+            // gets them in its history, not live; events keep their order.
+            self.send_unsent();
+        }
+        match req {
+            Request::Join { conn, user, outbox, reply } => {
+                let _ = reply.send(self.join(conn, user, outbox));
+            }
+            Request::Part { conn, reply } => {
+                let _ = reply.send(self.remove(conn));
+            }
+            Request::Post { conn, user, text, as_bot, reply } => {
+                let result = self.post(conn, user, text, as_bot).await;
+                let _ = reply.send(result);
+            }
+            Request::BotCommand { conn, user, text, word, as_bot, reply } => {
+                let _ = reply.send(self.bot_command(conn, user, text, word, as_bot));
+            }
+            Request::History { conn, before, limit, reply } => {
+                let _ = reply.send(self.history(conn, before, limit));
+            }
+            Request::Names { reply } => {
+                let mut names: Vec<UserName> = self.users.keys().cloned().collect();
+                names.sort();
+                let _ = reply.send(names);
+            }
+            Request::Retract { id } => self.recent.retain(|p| p.msg.id != id),
+        }
+    }
+
+    /// Fans out the posts accepted since the last call: one alone as itself (not to its sender),
+    /// several as one batch (each member skips its own).
+    fn send_unsent(&mut self) {
+        match self.unsent.len() {
+            0 => {}
+            1 => {
+                let posted = self.unsent.pop().expect("one");
+                let from = posted.from;
+                self.broadcast(Event::Message(posted), from);
+            }
+            _ => {
+                let first = self.unsent[0].from;
+                let one_sender = self.unsent.iter().all(|p| p.from == first);
+                let batch = Batch::new(std::mem::take(&mut self.unsent));
+                self.broadcast(Event::Messages(batch), if one_sender { first } else { None });
             }
         }
     }
@@ -276,8 +344,8 @@ impl Room {
             sender: user,
             text,
         };
-        let posted = Posted::new(msg);
-        self.broadcast(Event::Message(posted.clone()), Some(conn));
+        let posted = Posted::new(msg, Some(conn));
+        self.unsent.push(posted.clone());
         self.recent.push_back(posted.clone());
         if self.recent.len() > self.settings.cache_messages {
             self.recent.pop_front();

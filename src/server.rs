@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_rustls::TlsAcceptor;
 
 use crate::accounts::Accounts;
 use crate::bots::Bots;
 use crate::config::Config;
-use crate::connection::{self, BoxStream};
+use crate::connection::{BoxStream, Connection};
 use crate::limits::ConnectionGate;
 use crate::outbox;
 use crate::rooms::Rooms;
@@ -68,10 +69,10 @@ pub async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
-    notify_shutdown: broadcast::Sender<()>,
+    signal: CancellationToken,
     done: mpsc::Sender<()>,
 ) {
-    let mut shutdown = Shutdown::new(notify_shutdown.subscribe());
+    let shutdown = Shutdown::new(&signal);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => return,
@@ -88,7 +89,7 @@ pub async fn accept_loop(
         };
         let shared = shared.clone();
         let tls = tls.clone();
-        let shutdown = Shutdown::new(notify_shutdown.subscribe());
+        let shutdown = Shutdown::new(&signal);
         let done = done.clone();
         tokio::spawn(async move {
             handle(tcp, peer, tls, shared, shutdown).await;
@@ -158,10 +159,10 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shar
         }
     };
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let (reader, writer) = connection::split(stream, limits.max_line_bytes);
+    let connection = Connection::new(stream, limits.max_line_bytes);
     let (outbox, inbox) = outbox::outbox(id, limits.send_queue_lines, limits.send_queue_bytes);
     tracing::debug!(conn = id, %peer, "connected");
-    Session::new(id, peer.ip(), reader, writer, inbox, outbox, shared.clone(), shutdown).run().await;
+    Session::new(id, peer.ip(), connection, inbox, outbox, shared.clone(), shutdown).run().await;
     tracing::debug!(conn = id, "disconnected");
     drop(admission);
 }

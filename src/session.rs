@@ -11,11 +11,11 @@ use tokio::sync::oneshot::error::TryRecvError;
 use tokio::time::{sleep_until, Instant};
 
 use crate::command::{Command, Request, Verb, ALL_VERBS};
-use crate::connection::{Frame, FrameReader, FrameWriter};
+use crate::connection::{Connection, Frame};
 use crate::error::ChatError;
 use crate::model::format_time;
 use crate::names::{CommandWord, Label, RoomName, UserName};
-use crate::outbox::{ConnId, Inbox, Outbox, OverflowWatch};
+use crate::outbox::{ConnId, Inbox, Outbox};
 use crate::parse::{parse_line, HISTORY_PAGE};
 use crate::reply::{self, Replies};
 use crate::room::{Accepted, HistoryPage, RoomHandle};
@@ -41,10 +41,8 @@ struct PendingAck {
 pub struct Session {
     id: ConnId,
     peer: IpAddr,
-    reader: FrameReader,
-    writer: FrameWriter,
+    conn: Connection,
     inbox: Inbox,
-    overflow: OverflowWatch,
     outbox: Outbox,
     shared: Arc<Shared>,
     shutdown: Shutdown,
@@ -75,8 +73,7 @@ impl Session {
     pub fn new(
         id: ConnId,
         peer: IpAddr,
-        reader: FrameReader,
-        writer: FrameWriter,
+        conn: Connection,
         inbox: Inbox,
         outbox: Outbox,
         shared: Arc<Shared>,
@@ -87,9 +84,7 @@ impl Session {
         Session {
             id,
             peer,
-            reader,
-            writer,
-            overflow: inbox.overflow_watch(),
+            conn,
             inbox,
             outbox,
             shared,
@@ -112,18 +107,22 @@ impl Session {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.finish_acks()).await;
         }
         if let Some(reason) = reason {
-            reply::server_event(&mut self.writer.out, "BYE", &[], Some(reason));
+            reply::server_event(&mut self.conn.out, "BYE", &[], Some(reason));
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.flush()).await;
         self.leave_everything().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.shutdown()).await;
     }
 
     /// The connection's main loop. Returns the reason to send with `* BYE`, if any.
+    ///
+    /// It runs once per wake-up, and most wake-ups are one delivery: the waits that rarely end
+    /// (idle timer, shutdown, overflow) are made once and kept across turns, and polled after the
+    /// inbox, so a delivery costs no timer or waiter registration.
     async fn serve(&mut self) -> Option<&'static str> {
         let limits = self.shared.config.limits.clone();
         reply::server_event(
-            &mut self.writer.out,
+            &mut self.conn.out,
             "HELLO",
             &["chatd", env!("CARGO_PKG_VERSION")],
             Some("Welcome to chatd. Type HELP for the commands."),
@@ -134,17 +133,27 @@ impl Session {
         let write_timeout = Duration::from_secs(limits.write_timeout_secs);
         let mut last_heard = Instant::now();
         let mut ping_sent: Option<Instant> = None;
+        let watch = self.inbox.overflow_watch();
+        let overflowed = watch.overflowed();
+        tokio::pin!(overflowed);
+        let shutdown = self.shutdown.signalled();
+        tokio::pin!(shutdown);
+        // Re-armed only when the deadline comes closer; when it fires early (the peer spoke since),
+        // it is moved to the real deadline. Hearing a line therefore costs no timer update.
+        let idle = sleep_until(login_deadline.min(last_heard + ping_after));
+        tokio::pin!(idle);
         loop {
-            if self.writer.has_pending() {
+            if self.conn.has_pending() {
                 // A peer that stops reading blocks this write; its queue overflowing, or the write
                 // timeout, ends the wait.
                 tokio::select! {
-                    r = tokio::time::timeout(write_timeout, self.writer.flush()) => match r {
+                    biased;
+                    r = tokio::time::timeout(write_timeout, self.conn.flush()) => match r {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return None,
                         Err(_) => return Some("write timeout (not reading)"),
                     },
-                    _ = self.overflow.overflowed() => return Some("send queue full (slow reader)"),
+                    _ = &mut overflowed => return Some("send queue full (slow reader)"),
                 }
             }
             let mut deadline = match ping_sent {
@@ -154,17 +163,21 @@ impl Session {
             if self.user.is_none() {
                 deadline = deadline.min(login_deadline);
             }
+            if deadline < idle.deadline() {
+                idle.as_mut().reset(deadline);
+            }
             let flood_ready = self.next_pending_at();
             let may_read = self.pending.len() <= limits.flood_max_backlog as usize;
             tokio::select! {
                 biased;
-                _ = self.shutdown.recv() => return Some("server shutting down"),
-                _ = self.overflow.overflowed() => return Some("send queue full (slow reader)"),
                 Some(event) = self.inbox.recv() => {
-                    reply::event(&mut self.writer.out, &event);
+                    if self.inbox.has_overflowed() {
+                        return Some("send queue full (slow reader)");
+                    }
+                    reply::event(&mut self.conn.out, &event, self.id);
                     for _ in 0..EVENTS_PER_FLUSH {
                         match self.inbox.try_recv() {
-                            Some(event) => reply::event(&mut self.writer.out, &event),
+                            Some(event) => reply::event(&mut self.conn.out, &event, self.id),
                             None => break,
                         }
                     }
@@ -193,7 +206,7 @@ impl Session {
                         return None;
                     }
                 }
-                frame = self.reader.read_frame(), if may_read => {
+                frame = self.conn.read_frame(), if may_read => {
                     let frame = match frame {
                         Ok(Some(frame)) => frame,
                         Ok(None) | Err(_) => return None,
@@ -208,17 +221,25 @@ impl Session {
                         return None;
                     }
                 }
-                _ = sleep_until(deadline) => {
-                    if self.user.is_none() && Instant::now() >= login_deadline {
+                _ = &mut idle => {
+                    let now = Instant::now();
+                    if now < deadline {
+                        idle.as_mut().reset(deadline);
+                        continue;
+                    }
+                    if self.user.is_none() && now >= login_deadline {
                         return Some("login timeout");
                     }
                     if ping_sent.is_some() {
                         return Some("ping timeout");
                     }
                     let token = format!("{}", self.id);
-                    reply::server_event(&mut self.writer.out, "PING", &[&token], None);
-                    ping_sent = Some(Instant::now());
+                    reply::server_event(&mut self.conn.out, "PING", &[&token], None);
+                    ping_sent = Some(now);
+                    idle.as_mut().reset(now + ping_timeout);
                 }
+                _ = &mut overflowed => return Some("send queue full (slow reader)"),
+                _ = &mut shutdown => return Some("server shutting down"),
             }
         }
     }
@@ -239,7 +260,7 @@ impl Session {
                 if bucket.take(Instant::now().into_std()).is_err() {
                     if !self.warned_flood {
                         self.warned_flood = true;
-                        reply::server_event(&mut self.writer.out, "NOTICE", &[], Some("slow down: you are sending too fast, your lines are being delayed"));
+                        reply::server_event(&mut self.conn.out, "NOTICE", &[], Some("slow down: you are sending too fast, your lines are being delayed"));
                     }
                     return Flow::Continue;
                 }
@@ -259,7 +280,7 @@ impl Session {
             Frame::TooLong => {
                 let mut out = String::new();
                 Replies { out: &mut out, label: None, verb: "*" }.error(&ChatError::LineTooLong(max_line));
-                self.writer.out.extend_from_slice(out.as_bytes());
+                self.conn.out.extend_from_slice(out.as_bytes());
                 return Flow::Continue;
             }
             Frame::Line(line) => line,
@@ -277,7 +298,7 @@ impl Session {
             // connection's task does not carry room for it.
             Ok(request) => Box::pin(self.apply(request, &mut out)).await,
         };
-        self.writer.out.extend_from_slice(out.as_bytes());
+        self.conn.out.extend_from_slice(out.as_bytes());
         flow
     }
 
@@ -485,7 +506,7 @@ impl Session {
                 r.error(&ChatError::Storage(why));
             }
         }
-        self.writer.out.extend_from_slice(out.as_bytes());
+        self.conn.out.extend_from_slice(out.as_bytes());
     }
 
     /// Leaves every room and stops serving bot commands (LOGOUT, QUIT, disconnect).

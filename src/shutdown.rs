@@ -1,24 +1,28 @@
-//! Graceful shutdown, as in mini-redis: a broadcast tells every task to stop; each task holds a
-//! clone of a completion sender, and the server waits until all of them are dropped.
+//! Graceful shutdown. One `CancellationToken` is the signal; every task holds a `Shutdown` made
+//! from a child of it (as in mini-redis, each task also holds a clone of a completion sender, and
+//! the server waits until all of them are dropped). A child token has its own waiter list, so the
+//! thousands of sessions waiting on it never contend on one lock.
 
-use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Listens for the shutdown signal. Once received, `recv` returns at once forever after.
+/// Listens for the shutdown signal. Once signalled, `recv` returns at once forever after.
 pub struct Shutdown {
-    is_shutdown: bool,
-    notify: broadcast::Receiver<()>,
+    token: CancellationToken,
 }
 
 impl Shutdown {
-    pub fn new(notify: broadcast::Receiver<()>) -> Shutdown {
-        Shutdown { is_shutdown: false, notify }
+    /// A listener on `signal`: cancelling `signal` reaches it.
+    pub fn new(signal: &CancellationToken) -> Shutdown {
+        Shutdown { token: signal.child_token() }
     }
 
-    pub async fn recv(&mut self) {
-        if self.is_shutdown {
-            return;
-        }
-        let _ = self.notify.recv().await;
-        self.is_shutdown = true;
+    pub async fn recv(&self) {
+        self.token.cancelled().await
+    }
+
+    /// A future that resolves at shutdown and can be kept across the iterations of a loop (it
+    /// registers its waker once, not on every turn).
+    pub fn signalled(&self) -> WaitForCancellationFutureOwned {
+        self.token.clone().cancelled_owned()
     }
 }
