@@ -384,3 +384,81 @@ impl Room {
         Ok(HistoryPage::FromStore { room_id: self.room_id })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageSection;
+    use crate::outbox::{outbox, Inbox};
+    use std::time::Duration;
+
+    fn user(name: &str) -> UserName {
+        UserName::parse(name).unwrap()
+    }
+
+    async fn room(dir: &tempfile::TempDir) -> RoomHandle {
+        let store = Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
+        let name = RoomName::parse("general").unwrap();
+        let room_id = store.create_room(name.clone()).await.unwrap();
+        let settings = RoomSettings { cache_messages: 200, members_per_room: 10 };
+        RoomHandle::spawn(name, room_id, Vec::new(), true, settings, store, Arc::new(Bots::default()))
+    }
+
+    /// What `conn` would be sent for everything in its queue.
+    fn rendered(inbox: &mut Inbox, conn: ConnId) -> (usize, String) {
+        let (mut events, mut out) = (0, Vec::new());
+        while let Some(ev) = inbox.try_recv() {
+            events += 1;
+            crate::reply::event(&mut out, &ev, conn);
+        }
+        (events, String::from_utf8(out).unwrap())
+    }
+
+    // A current-thread runtime: the room's task runs only when the test awaits, so requests sent
+    // together are waiting in its channel together, as under load.
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn posts_that_arrive_together_go_out_as_one_event_never_to_their_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = room(&dir).await;
+        let (alice_out, mut alice_in) = outbox(1, 100, 1 << 20);
+        let (bob_out, mut bob_in) = outbox(2, 100, 1 << 20);
+        room.join(1, user("alice"), alice_out).await.unwrap();
+        room.join(2, user("bob"), bob_out).await.unwrap();
+        rendered(&mut alice_in, 1);
+        let post = |conn, who: &str, text: &str| room.post(conn, user(who), text.to_string(), false);
+        let (a1, b1, a2) = tokio::join!(post(1, "alice", "a1"), post(2, "bob", "b1"), post(1, "alice", "a2"));
+        let ids = [a1.unwrap().posted.msg.id, b1.unwrap().posted.msg.id, a2.unwrap().posted.msg.id];
+        assert!(ids[0] < ids[1] && ids[1] < ids[2]);
+        room.names().await.unwrap(); // any request after the posts: they have gone out
+        let (events, text) = rendered(&mut bob_in, 2);
+        assert_eq!(events, 1, "one event for the three posts");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with(&format!("* MSG general {} ", ids[0])) && lines[0].ends_with(" alice :a1"), "{text}");
+        assert!(lines[1].starts_with(&format!("* MSG general {} ", ids[2])) && lines[1].ends_with(" alice :a2"), "{text}");
+        assert!(text.contains(":a1\r\n") && text.contains(":a2\r\n") && !text.contains(":b1"), "{text}");
+        let (events, text) = rendered(&mut alice_in, 1);
+        assert_eq!(events, 1);
+        assert!(text.contains(":b1\r\n") && !text.contains(":a1") && !text.contains(":a2"), "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn posts_accepted_before_a_join_are_the_joiners_history_not_live_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = room(&dir).await;
+        let (alice_out, _alice_in) = outbox(1, 100, 1 << 20);
+        let (dave_out, mut dave_in) = outbox(2, 100, 1 << 20);
+        room.join(1, user("alice"), alice_out).await.unwrap();
+        let post = |text: &str| room.post(1, user("alice"), text.to_string(), false);
+        let (_, _, joined, _) = tokio::join!(post("one"), post("two"), room.join(2, user("dave"), dave_out), post("three"));
+        let history: Vec<&str> = joined.as_ref().unwrap().history.iter().map(|p| p.msg.text.as_str()).collect();
+        assert_eq!(history, ["one", "two"]);
+        let first = tokio::time::timeout(Duration::from_secs(5), dave_in.recv()).await.unwrap().unwrap();
+        let mut live = Vec::new();
+        crate::reply::event(&mut live, &first, 2);
+        room.names().await.unwrap();
+        let live = String::from_utf8(live).unwrap() + &rendered(&mut dave_in, 2).1;
+        assert!(live.ends_with(":three\r\n") && live.lines().count() == 1, "live after the join: {live:?}");
+    }
+}

@@ -286,3 +286,75 @@ async fn sigterm_tells_clients_and_keeps_what_was_accepted() {
         assert!(stored.contains(&id), "acknowledged message {id} missing after a graceful stop");
     }
 }
+
+/// Reads from `conn` until it has `acks` acknowledgements and `messages` chat messages; returns the
+/// messages as (id, sender, text), in the order they arrived.
+async fn collect(conn: &mut chatd_proto::client::LineConn, acks: usize, messages: usize) -> Vec<(u64, String, String)> {
+    let (mut acked, mut got) = (0, Vec::new());
+    while acked < acks || got.len() < messages {
+        let line = next_line(conn).await;
+        match &line {
+            ServerLine::Reply(r) if r.verb == "MSG" && r.code == 200 => acked += 1,
+            ServerLine::Reply(r) => panic!("unexpected reply {r:?}"),
+            ServerLine::Event(_) => {
+                if let Some(m) = line.as_message() {
+                    got.push((m.id.unwrap(), m.sender, m.text));
+                }
+            }
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn concurrent_senders_reach_every_member_once_in_order_and_a_late_joiner_misses_nothing() {
+    // Posts arriving together are fanned out in batches; this is the contract batches must keep.
+    let d = Daemon::start().await;
+    let mut reader = d.member("reader", "general").await;
+    let senders = ["alice", "bob", "carol"];
+    let per_sender = 150;
+    let mut conns = Vec::new();
+    for name in senders {
+        conns.push((name, d.member(name, "general").await));
+    }
+    let mut tasks = Vec::new();
+    for (name, mut conn) in conns {
+        tasks.push(tokio::spawn(async move {
+            let lines: String = (0..per_sender).map(|i| format!("MSG general {name} {i}\r\n")).collect();
+            conn.writer.send_raw(lines.as_bytes()).await.unwrap();
+            (name, collect(&mut conn, per_sender, per_sender * (senders.len() - 1)).await)
+        }));
+    }
+    let total = per_sender * senders.len();
+    let mut seen = collect(&mut reader, 0, 60).await;
+    // Dave joins while the posts are still arriving.
+    let mut dave = d.login("dave").await;
+    let joined = call(&mut dave, "JOIN general").await;
+    let mut dave_got: Vec<u64> =
+        joined.data.iter().filter_map(|r| ServerLine::Reply(r.clone()).as_message()).map(|m| m.id.unwrap()).collect();
+    seen.extend(collect(&mut reader, 0, total - seen.len()).await);
+
+    let ids: Vec<u64> = seen.iter().map(|m| m.0).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "the reader got every message once, in id order");
+    for name in senders {
+        let texts: Vec<&str> = seen.iter().filter(|m| m.1 == name).map(|m| m.2.as_str()).collect();
+        let want: Vec<String> = (0..per_sender).map(|i| format!("{name} {i}")).collect();
+        assert_eq!(texts, want, "{name}'s messages, in the order sent");
+    }
+    for task in tasks {
+        let (name, got) = task.await.unwrap();
+        assert!(got.iter().all(|m| m.1 != name), "{name} got its own message echoed");
+        let theirs: Vec<u64> = got.iter().map(|m| m.0).collect();
+        let want: Vec<u64> = ids.iter().copied().filter(|id| seen.iter().any(|m| m.0 == *id && m.1 != name)).collect();
+        assert_eq!(theirs, want, "{name} got everyone else's messages once, in order");
+    }
+    let last = *ids.last().unwrap();
+    while dave_got.last() != Some(&last) {
+        if let Some(m) = next_line(&mut dave).await.as_message() {
+            dave_got.push(m.id.unwrap());
+        }
+    }
+    let first = dave_got[0];
+    let want: Vec<u64> = ids.iter().copied().filter(|id| *id >= first).collect();
+    assert_eq!(dave_got, want, "history then live: no gap, no duplicate");
+}
