@@ -70,6 +70,7 @@ pub async fn run(
     let settings = room::RoomSettings {
         cache_messages: config.rooms.cache_messages.max(parse::HISTORY_PAGE),
         members_per_room: config.limits.members_per_room,
+        batch_bytes: (config.limits.send_queue_bytes / 8).max(1),
     };
     let rooms = rooms::Rooms::load(store.clone(), bots.clone(), settings, config.limits.max_rooms, &initial).await?;
     let l = &config.limits;

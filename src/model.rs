@@ -48,6 +48,11 @@ impl Posted {
         Arc::new(Posted { msg, from, wire: OnceLock::new() })
     }
 
+    /// Roughly the bytes it takes on the wire (see `Event::weight`).
+    pub fn weight(&self) -> usize {
+        message_weight(&self.msg)
+    }
+
     pub fn rendered(&self, render: impl FnOnce(&Message) -> Bytes) -> &Bytes {
         self.wire.get_or_init(|| render(&self.msg))
     }
@@ -79,7 +84,7 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(posts: Vec<Arc<Posted>>) -> Arc<Batch> {
-        let weight = posts.iter().map(|p| message_weight(&p.msg)).sum();
+        let weight = posts.iter().map(|p| p.weight()).sum();
         Arc::new(Batch { posts, weight })
     }
 }
@@ -105,7 +110,7 @@ impl Event {
     /// Roughly the bytes this event takes on the wire, for the per-connection queue bound.
     pub fn weight(&self) -> usize {
         match self {
-            Event::Message(p) => message_weight(&p.msg),
+            Event::Message(p) => p.weight(),
             Event::Messages(b) => b.weight,
             Event::Command(c) => c.text.len() + 96,
             Event::Joined(_) | Event::Parted(_) => 64,

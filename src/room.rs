@@ -66,6 +66,9 @@ pub struct RoomHandle {
 pub struct RoomSettings {
     pub cache_messages: usize,
     pub members_per_room: usize,
+    /// Most bytes of messages in one batch: a fraction of a connection's queue bound, so a batch
+    /// never overflows the queue of a member that keeps up.
+    pub batch_bytes: usize,
 }
 
 impl RoomHandle {
@@ -91,6 +94,7 @@ impl RoomHandle {
             user_count: users.clone(),
             recent: recent.into_iter().map(|m| Posted::new(m, None)).collect(),
             unsent: Vec::new(),
+            unsent_bytes: 0,
             complete,
             last_time,
             settings,
@@ -167,6 +171,7 @@ struct Room {
     recent: VecDeque<Arc<Posted>>,
     /// Accepted posts not yet fanned out (the current batch).
     unsent: Vec<Arc<Posted>>,
+    unsent_bytes: usize,
     /// True while `recent` holds every message the room has (so no page needs the database).
     complete: bool,
     last_time: Millis,
@@ -191,7 +196,7 @@ impl Room {
             // Alone, a post costs one turn. This is what makes deliveries cheap in a burst: one
             // wake-up and one write per member for many messages.
             for _ in 0..MAX_YIELDS {
-                if self.unsent.is_empty() || self.unsent.len() >= MAX_BATCH {
+                if self.unsent.is_empty() || self.batch_full() {
                     break;
                 }
                 tokio::task::yield_now().await;
@@ -207,7 +212,7 @@ impl Room {
     /// Returns how many it handled.
     async fn take_waiting(&mut self, rx: &mut mpsc::Receiver<Request>) -> usize {
         let mut handled = 0;
-        while self.unsent.len() < MAX_BATCH {
+        while !self.batch_full() {
             match rx.try_recv() {
                 Ok(req) => self.handle(req).await,
                 Err(_) => break,
@@ -249,9 +254,14 @@ impl Room {
         }
     }
 
+    fn batch_full(&self) -> bool {
+        self.unsent.len() >= MAX_BATCH || self.unsent_bytes >= self.settings.batch_bytes
+    }
+
     /// Fans out the posts accepted since the last call: one alone as itself (not to its sender),
     /// several as one batch (each member skips its own).
     fn send_unsent(&mut self) {
+        self.unsent_bytes = 0;
         match self.unsent.len() {
             0 => {}
             1 => {
@@ -345,6 +355,7 @@ impl Room {
             text,
         };
         let posted = Posted::new(msg, Some(conn));
+        self.unsent_bytes += posted.weight();
         self.unsent.push(posted.clone());
         self.recent.push_back(posted.clone());
         if self.recent.len() > self.settings.cache_messages {
@@ -400,7 +411,7 @@ mod tests {
         let store = Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
         let name = RoomName::parse("general").unwrap();
         let room_id = store.create_room(name.clone()).await.unwrap();
-        let settings = RoomSettings { cache_messages: 200, members_per_room: 10 };
+        let settings = RoomSettings { cache_messages: 200, members_per_room: 10, batch_bytes: 1000 };
         RoomHandle::spawn(name, room_id, Vec::new(), true, settings, store, Arc::new(Bots::default()))
     }
 
@@ -441,6 +452,26 @@ mod tests {
         let (events, text) = rendered(&mut alice_in, 1);
         assert_eq!(events, 1);
         assert!(text.contains(":b1\r\n") && !text.contains(":a1") && !text.contains(":a2"), "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_stays_within_its_byte_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = room(&dir).await; // batch_bytes: 1000
+        let (alice_out, _alice_in) = outbox(1, 100, 1 << 20);
+        let (bob_out, mut bob_in) = outbox(2, 100, 1 << 20);
+        room.join(1, user("alice"), alice_out).await.unwrap();
+        room.join(2, user("bob"), bob_out).await.unwrap();
+        let text = "x".repeat(300); // about 400 bytes each on the wire
+        let post = || room.post(1, user("alice"), text.clone(), false);
+        let _ = tokio::join!(post(), post(), post(), post(), post(), post(), post());
+        room.names().await.unwrap();
+        let mut sizes = Vec::new();
+        while let Some(ev) = bob_in.try_recv() {
+            sizes.push(ev.weight());
+            assert!(ev.weight() < 1000 + 400, "batch of {} bytes", ev.weight());
+        }
+        assert_eq!(sizes.len(), 3, "7 posts of ~400 bytes in batches of at most 3: {sizes:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]
