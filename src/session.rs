@@ -69,7 +69,6 @@ enum Flow {
 }
 
 impl Session {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: ConnId,
         peer: IpAddr,

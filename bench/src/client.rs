@@ -204,35 +204,38 @@ pub fn parse_irc(line: &str) -> Option<IrcLine<'_>> {
 pub async fn irc_login(conn: &mut LineConn, nick: &str) -> Result<()> {
     conn.send(&format!("NICK {nick}")).await?;
     conn.send(&format!("USER {nick} 0 * :chatd-bench")).await?;
-    loop {
-        let Some(line) = conn.read_line().await? else {
-            bail!("the server closed the connection during registration (connection limit?)");
-        };
-        let Some(m) = parse_irc(&line) else { continue };
-        match m.command {
-            "PING" => conn.send(&format!("PONG :{}", m.params.last().copied().unwrap_or(""))).await?,
-            "001" => return Ok(()),
-            "433" => bail!("nick {nick} is in use (another run still connected? use --prefix)"),
-            "432" => bail!("nick {nick} refused as erroneous (raise the server's nick length limit)"),
-            "ERROR" => bail!("server closed the link: {line}"),
-            c if c.len() == 3 && (c.starts_with('4') || c.starts_with('5')) => bail!("server refused: {line}"),
-            _ => {}
-        }
-    }
+    irc_until(conn, "registration (connection limit?)", |m, line| match m.command {
+        "001" => Ok(true),
+        "433" => bail!("nick {nick} is in use (another run still connected? use --prefix)"),
+        "432" => bail!("nick {nick} refused as erroneous (raise the server's nick length limit)"),
+        c if c.len() == 3 && (c.starts_with('4') || c.starts_with('5')) => bail!("server refused: {line}"),
+        _ => Ok(false),
+    })
+    .await
 }
 
 async fn irc_join(conn: &mut LineConn, chan: &str) -> Result<()> {
     conn.send(&format!("JOIN {chan}")).await?;
+    irc_until(conn, &format!("JOIN {chan}"), |m, line| match m.command {
+        "366" if m.params.get(1).is_some_and(|c| c.eq_ignore_ascii_case(chan)) => Ok(true),
+        "403" | "405" | "471" | "473" | "474" | "475" | "476" | "477" | "479" => bail!("JOIN {chan} refused: {line}"),
+        _ => Ok(false),
+    })
+    .await
+}
+
+/// Reads server lines during `what` (registration, a JOIN), answering PINGs and failing on
+/// `ERROR` or a closed connection, until `step` says the wait is over (`Ok(true)`) or refused.
+async fn irc_until(conn: &mut LineConn, what: &str, mut step: impl FnMut(&IrcLine, &str) -> Result<bool>) -> Result<()> {
     loop {
         let Some(line) = conn.read_line().await? else {
-            bail!("the server closed the connection during JOIN {chan}");
+            bail!("the server closed the connection during {what}");
         };
         let Some(m) = parse_irc(&line) else { continue };
         match m.command {
             "PING" => conn.send(&format!("PONG :{}", m.params.last().copied().unwrap_or(""))).await?,
-            "366" if m.params.get(1).is_some_and(|c| c.eq_ignore_ascii_case(chan)) => return Ok(()),
             "ERROR" => bail!("server closed the link: {line}"),
-            "403" | "405" | "471" | "473" | "474" | "475" | "476" | "477" | "479" => bail!("JOIN {chan} refused: {line}"),
+            _ if step(&m, &line)? => return Ok(()),
             _ => {}
         }
     }
