@@ -1,42 +1,38 @@
 //! chatd: a chat daemon with an IRC-style line protocol over TLS. See PROTOCOL.md.
 //!
-//! Modules, by concern: `config`; `tls`; `server` (listeners, admission, shutdown); `connection`
-//! (bytes to frames); `parse` and `command` (frames to typed commands); `session` (one connection,
-//! the one `apply`); `reply` (typed results to wire lines); `error`; the core, which knows nothing
-//! of the wire: `names`, `model`, `room` (actor), `rooms` (registry), `bots`, `outbox`, `accounts`,
-//! `limits`, `store` (SQLite, group commit).
+//! The layers, each depending only on those below it:
+//! - `native`: the native front end (parse, apply, render); later front ends sit beside it.
+//! - `session`: one connection's loop, shared by the front ends (timers, flood control, writes).
+//! - `chat`: the core (accounts, rooms, bots, a connection's client state); no wire, no SQL.
+//! - `store`: the store of record (SQLite), the only place with SQL.
+//! - `net`: listeners, the connection gate, TLS, bytes to lines; no chat, no protocol words.
+//! - `config`, `limits` (rate-limit primitives), `shutdown`.
+//!
+//! This file only wires them together.
 
-pub mod accounts;
-pub mod bots;
-pub mod command;
+pub mod chat;
 pub mod config;
-pub mod connection;
-pub mod error;
-pub mod hasher;
 pub mod limits;
-pub mod model;
-pub mod names;
-pub mod outbox;
-pub mod parse;
-pub mod reply;
-pub mod room;
-pub mod rooms;
-pub mod server;
+pub mod native;
+pub mod net;
 pub mod session;
 pub mod shutdown;
 pub mod store;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::Chat;
 use crate::config::Config;
-use crate::names::RoomName;
+use crate::native::Native;
+use crate::net::admission::ConnectionGate;
+use crate::net::listener::{bind, Listener};
 
 /// What chatd is listening on, reported once it is ready.
 pub struct Listening {
@@ -55,37 +51,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     raise_fd_limit();
-    let tls = tls::load_or_create(&config.tls)?;
+    let tls = net::tls::load_or_create(&config.tls)?;
     let store = store::Store::open(&config.storage)?;
-    let accounts =
-        accounts::Accounts::new(store.clone(), &config.limits, config.accounts.open_registration, &config.bots).await;
-    accounts.provision_bots(&config.bots).await?;
-    let bots = Arc::new(bots::Bots::default());
-    let initial: Vec<RoomName> = config
-        .rooms
-        .initial
-        .iter()
-        .map(|r| RoomName::parse(r).with_context(|| format!("rooms.initial: {r:?} is not a valid room name")))
-        .collect::<Result<_, _>>()?;
-    let settings = room::RoomSettings {
-        cache_messages: config.rooms.cache_messages.max(parse::HISTORY_PAGE),
-        members_per_room: config.limits.members_per_room,
-        batch_bytes: (config.limits.send_queue_bytes / 8).max(1),
-    };
-    let rooms = rooms::Rooms::load(store.clone(), bots.clone(), settings, config.limits.max_rooms, &initial).await?;
+    let chat = Arc::new(Chat::start(&config, store.clone()).await?);
     let l = &config.limits;
-    let gate = limits::ConnectionGate::new(
+    let gate = Arc::new(ConnectionGate::new(
         l.max_connections,
         l.max_connections_per_address,
         l.new_connections_per_address_per_minute,
         l.exempt_loopback,
-    );
+    ));
 
     let backlog = config.server.listen_backlog;
-    let tls_listener = server::bind(config.listen_addr(), backlog)
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let tls_listener =
+        bind(config.listen_addr(), backlog).with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let plain_listener = match config.plain_listen_addr()? {
-        Some(addr) => Some(server::bind(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?),
+        Some(addr) => Some(bind(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?),
         None => None,
     };
     let listening = Listening {
@@ -95,19 +76,29 @@ pub async fn run(
         ca_file: config.tls.cert.parent().unwrap_or(std::path::Path::new(".")).join("ca.pem"),
     };
 
-    let shared = Arc::new(server::Shared { config, rooms, accounts, bots, store: store.clone(), gate });
     let signal = CancellationToken::new();
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-    tokio::spawn(server::accept_loop(tls_listener, Some(acceptor), shared.clone(), signal.clone(), done_tx.clone()));
+    let listener = Listener {
+        tls: Some(tokio_rustls::TlsAcceptor::from(tls.config.clone())),
+        gate: gate.clone(),
+        handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+        plaintext_hint: native::PLAINTEXT_HINT,
+    };
+    let native = NativeFrontEnd { chat: chat.clone(), limits: Arc::new(config.limits.clone()), gate: gate.clone() };
+    let start = |listener: Listener, socket: TcpListener| {
+        let serve = native.clone();
+        let serve = move |stream, peer, shutdown| serve.clone().serve(stream, peer, shutdown);
+        tokio::spawn(listener.accept_loop(socket, serve, signal.clone(), done_tx.clone()));
+    };
+    start(listener.clone(), tls_listener);
     if let Some(plain) = plain_listener {
-        tokio::spawn(server::accept_loop(plain, None, shared.clone(), signal.clone(), done_tx.clone()));
+        start(Listener { tls: None, ..listener }, plain);
     }
     drop(done_tx);
     ready(&listening);
 
     stop.await;
-    tracing::info!(open = shared.gate.open_connections(), "shutting down");
+    tracing::info!(open = gate.open_connections(), "shutting down");
     signal.cancel();
     if tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await.is_err() {
         tracing::warn!("some connections did not close in 10 s");
@@ -115,6 +106,22 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the native listeners need to serve a connection.
+#[derive(Clone)]
+struct NativeFrontEnd {
+    chat: Arc<Chat>,
+    limits: Arc<config::Limits>,
+    gate: Arc<ConnectionGate>,
+}
+
+impl NativeFrontEnd {
+    async fn serve(self, stream: net::connection::BoxStream, peer: SocketAddr, shutdown: shutdown::Shutdown) {
+        let flood_exempt = self.gate.exempt(peer.ip());
+        let protocol = Native::new(self.limits.max_message_bytes);
+        session::serve(stream, peer, self.chat, self.limits, flood_exempt, shutdown, protocol).await;
+    }
 }
 
 /// A daemon holding thousands of sockets needs more than the usual 1024 descriptors.

@@ -1,9 +1,9 @@
-//! Rate limits: a token bucket for a connection's lines, sliding-window counters keyed by address
-//! or account, and the per-address connection gate. All bounded in memory.
+//! Rate-limit primitives: a token bucket for a connection's lines, sliding-window counters and
+//! failure back-off keyed by address or account. All bounded in memory; they know nothing of what
+//! they limit (the connection gate in `net`, accounts in `chat`, flood control in `session`).
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,13 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
         entry.1 += 1;
         Ok(())
     }
+
+    /// Takes back one counted event for `key` (one that another limit then refused).
+    pub fn give_back(&self, key: &K) {
+        if let Some(entry) = self.counts.lock().unwrap().get_mut(key) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
 }
 
 /// Failed-login backoff per key: after `free` failures each further one doubles the wait
@@ -115,90 +122,6 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
     }
 }
 
-/// Why a new connection was turned away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    ServerFull,
-    TooManyFromAddress,
-    TooManyNewFromAddress,
-}
-
-impl Refusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::ServerFull => "server full, try again later",
-            Refusal::TooManyFromAddress => "too many connections from your address",
-            Refusal::TooManyNewFromAddress => "too many new connections from your address, slow down",
-        }
-    }
-}
-
-/// Admission of new connections: a global cap, concurrent and new-per-minute caps per address.
-pub struct ConnectionGate {
-    max_total: usize,
-    max_per_address: usize,
-    exempt_loopback: bool,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-    new_per_address: WindowCounter<IpAddr>,
-}
-
-/// Holds a place at the gate; frees it when dropped.
-pub struct Admission<'a> {
-    gate: &'a ConnectionGate,
-    ip: IpAddr,
-}
-
-impl ConnectionGate {
-    pub fn new(max_total: usize, max_per_address: usize, new_per_minute: usize, exempt_loopback: bool) -> Self {
-        ConnectionGate {
-            max_total,
-            max_per_address,
-            exempt_loopback,
-            open: Mutex::new((0, HashMap::new())),
-            new_per_address: WindowCounter::new(Duration::from_secs(60), new_per_minute),
-        }
-    }
-
-    pub fn exempt(&self, ip: IpAddr) -> bool {
-        self.exempt_loopback && ip.is_loopback()
-    }
-
-    pub fn admit(&self, ip: IpAddr) -> Result<Admission<'_>, Refusal> {
-        let exempt = self.exempt(ip);
-        let mut open = self.open.lock().unwrap();
-        if open.0 >= self.max_total {
-            return Err(Refusal::ServerFull);
-        }
-        let per = open.1.get(&ip).copied().unwrap_or(0);
-        if !exempt && per >= self.max_per_address {
-            return Err(Refusal::TooManyFromAddress);
-        }
-        if !exempt && self.new_per_address.hit(&ip).is_err() {
-            return Err(Refusal::TooManyNewFromAddress);
-        }
-        open.0 += 1;
-        *open.1.entry(ip).or_insert(0) += 1;
-        Ok(Admission { gate: self, ip })
-    }
-
-    pub fn open_connections(&self) -> usize {
-        self.open.lock().unwrap().0
-    }
-}
-
-impl Drop for Admission<'_> {
-    fn drop(&mut self) {
-        let mut open = self.gate.open.lock().unwrap();
-        open.0 -= 1;
-        if let Some(n) = open.1.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.1.remove(&self.ip);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,17 +139,6 @@ mod tests {
     }
 
     #[test]
-    fn gate_counts_per_address() {
-        let gate = ConnectionGate::new(10, 2, 100, false);
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = gate.admit(ip).unwrap();
-        let _b = gate.admit(ip).unwrap();
-        assert_eq!(gate.admit(ip).err(), Some(Refusal::TooManyFromAddress));
-        drop(a);
-        assert!(gate.admit(ip).is_ok());
-    }
-
-    #[test]
     fn window_counter_says_how_long_to_wait() {
         let w = WindowCounter::new(Duration::from_secs(3600), 2);
         assert!(w.hit(&1).is_ok());
@@ -234,6 +146,9 @@ mod tests {
         let wait = w.hit(&1).unwrap_err();
         assert!(wait > Duration::from_secs(3500) && wait <= Duration::from_secs(3600), "{wait:?}");
         assert!(w.hit(&2).is_ok(), "other keys are counted apart");
+        w.give_back(&1);
+        assert!(w.hit(&1).is_ok(), "an event given back is not counted");
+        assert!(w.hit(&1).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! to a canonical line that parses to the same request. Inputs mix raw bytes with lines built from
 //! the protocol's own pieces, so most of them get past the verb and into the argument rules.
 
-use chatd::parse::{check_round_trip, parse_line};
+use chatd_proto::parse::{check_round_trip, parse_line};
 use proptest::prelude::*;
 
 const CASES: u32 = 20_000;
@@ -129,7 +129,7 @@ fn the_generators_produce_valid_commands() {
     let lines: Vec<Vec<u8>> = (0..5000).map(|_| any_line().new_tree(&mut runner).unwrap().current()).collect();
     let parsed: Vec<_> = lines.iter().filter_map(|l| parse_line(l, 2000).ok()).collect();
     assert!(parsed.len() >= 1000, "only {} of 5000 generated lines parse: the property test would be shallow", parsed.len());
-    for verb in chatd::command::ALL_VERBS {
+    for verb in chatd_proto::command::ALL_VERBS {
         assert!(parsed.iter().any(|r| r.command.verb() == verb), "no generated {verb:?} parses");
     }
 }

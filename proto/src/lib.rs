@@ -1,11 +1,15 @@
-//! Wire format shared by chatd and its clients (the bot, the `chat` CLI, the load generator and the
-//! tests): how a server line is laid out and read back, and how a client opens a TLS connection that
-//! trusts the daemon by CA file, pinned fingerprint or the system roots.
+//! The native protocol shared by chatd and its clients (the bot, the `chat` CLI, the load generator
+//! and the tests): checked names (`names`), the client commands as typed values (`command`) and
+//! their parser (`parse`), how a server line is laid out and read back (`line`), and how a client
+//! opens a TLS connection that trusts the daemon by CA file, pinned fingerprint or the system roots.
 //!
 //! PROTOCOL.md is the contract; this crate is its executable half for server lines.
 
 pub mod client;
+pub mod command;
 pub mod line;
+pub mod names;
+pub mod parse;
 pub mod tls;
 
 pub use client::LineConn;

@@ -2,7 +2,7 @@
 //! `event = "*" SP EVENT *(SP field) [SP ":" text]`. Formatting (used by the daemon) and parsing
 //! (used by clients) live side by side so they cannot drift apart.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// A line the server sent: a reply to a command, or a pushed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +133,7 @@ fn split_text(line: &str) -> (&str, Option<String>) {
 
 /// Appends a reply line (with CRLF) to `out`. Fields must not contain spaces or start with `:`.
 pub fn write_reply(
-    out: &mut String,
+    out: &mut Vec<u8>,
     label: Option<&str>,
     code: u16,
     verb: &str,
@@ -141,32 +141,32 @@ pub fn write_reply(
     text: Option<&str>,
 ) {
     if let Some(l) = label {
-        out.push('@');
-        out.push_str(l);
-        out.push(' ');
+        out.push(b'@');
+        out.extend_from_slice(l.as_bytes());
+        out.push(b' ');
     }
     let _ = write!(out, "{code:03} {verb}");
     finish(out, fields, text);
 }
 
 /// Appends an event line (with CRLF) to `out`.
-pub fn write_event(out: &mut String, name: &str, fields: &[&str], text: Option<&str>) {
-    out.push_str("* ");
-    out.push_str(name);
+pub fn write_event(out: &mut Vec<u8>, name: &str, fields: &[&str], text: Option<&str>) {
+    out.extend_from_slice(b"* ");
+    out.extend_from_slice(name.as_bytes());
     finish(out, fields, text);
 }
 
-fn finish(out: &mut String, fields: &[&str], text: Option<&str>) {
+fn finish(out: &mut Vec<u8>, fields: &[&str], text: Option<&str>) {
     for f in fields {
         debug_assert!(!f.is_empty() && !f.contains(' ') && !f.starts_with(':'), "bad field {f:?}");
-        out.push(' ');
-        out.push_str(f);
+        out.push(b' ');
+        out.extend_from_slice(f.as_bytes());
     }
     if let Some(t) = text {
-        out.push_str(" :");
-        out.push_str(t);
+        out.extend_from_slice(b" :");
+        out.extend_from_slice(t.as_bytes());
     }
-    out.push_str("\r\n");
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -175,8 +175,9 @@ mod tests {
 
     #[test]
     fn reply_round_trip() {
-        let mut s = String::new();
-        write_reply(&mut s, Some("a1"), 200, "MSG", &["general", "8", "2026-11-29T04:48:06.123Z"], None);
+        let mut out = Vec::new();
+        write_reply(&mut out, Some("a1"), 200, "MSG", &["general", "8", "2026-11-29T04:48:06.123Z"], None);
+        let s = String::from_utf8(out).unwrap();
         assert_eq!(s, "@a1 200 MSG general 8 2026-11-29T04:48:06.123Z\r\n");
         let ServerLine::Reply(r) = ServerLine::parse(&s).unwrap() else { panic!() };
         assert_eq!(r.label.as_deref(), Some("a1"));
@@ -187,8 +188,9 @@ mod tests {
 
     #[test]
     fn event_text_keeps_colons_and_spaces() {
-        let mut s = String::new();
-        write_event(&mut s, "MSG", &["general", "9", "2026-11-29T04:48:09.870Z", "bob"], Some(" a :b  c "));
+        let mut out = Vec::new();
+        write_event(&mut out, "MSG", &["general", "9", "2026-11-29T04:48:09.870Z", "bob"], Some(" a :b  c "));
+        let s = String::from_utf8(out).unwrap();
         let line = ServerLine::parse(&s).unwrap();
         let m = line.as_message().unwrap();
         assert_eq!(m.text, " a :b  c ");

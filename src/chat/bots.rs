@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::model::Event;
-use crate::names::CommandWord;
-use crate::outbox::{ConnId, Outbox};
+use super::model::{ConnId, Event};
+use super::names::CommandWord;
+use super::outbox::Outbox;
 
 #[derive(Default)]
 pub struct Bots {

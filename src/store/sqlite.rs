@@ -1,17 +1,18 @@
-//! Storage: SQLite in WAL mode, owned by one writer thread that commits in groups (one fsync for
-//! every message that arrived while the previous commit ran), plus a reader connection used from
-//! the blocking pool. Nothing here runs on the async worker threads.
+//! The SQLite backend: WAL mode, one writer thread that commits in groups (one fsync for every
+//! message that arrived while the previous commit ran), plus a reader connection used from the
+//! blocking pool. Nothing here runs on the async worker threads.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
+use chatd_proto::names::{RoomName, UserName};
+
+use super::{Committed, MessageRecord, Millis, RoomId, StoreError, StoredMessage};
 use crate::config::StorageSection;
-use crate::model::{Message, Millis, Posted};
-use crate::names::{RoomName, UserName};
 
 /// `chat` in ASCII: marks a file as chatd's database.
 const APPLICATION_ID: i32 = 0x6368_6174;
@@ -39,48 +40,28 @@ CREATE TABLE messages (
 CREATE INDEX messages_by_room ON messages(room_id, ts_ms, id);
 ";
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0}")]
-    Sqlite(String),
-    #[error("{path} is not a chatd database ({why}); refusing to touch it")]
-    Foreign { path: PathBuf, why: String },
-    #[error("{path} is damaged ({why}); refusing to start on it: restore it from a backup")]
-    Damaged { path: PathBuf, why: String },
-    #[error("the storage thread has stopped")]
-    Closed,
-    #[error("cannot create {path}: {why}")]
-    Create { path: PathBuf, why: String },
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e.to_string())
-    }
-}
-
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteOp {
-    Append { posted: Arc<Posted>, room_id: i64, ack: Reply<()> },
+    Append { message: Arc<dyn MessageRecord>, room: RoomId, ack: Reply<()> },
     CreateAccount { name: UserName, hash: String, ack: Reply<bool> },
     UpsertBotAccount { name: UserName, hash: String, ack: Reply<()> },
-    CreateRoom { name: RoomName, ack: Reply<i64> },
+    CreateRoom { name: RoomName, ack: Reply<RoomId> },
     Shutdown,
 }
 
-/// The handle the rest of the daemon uses. Cheap to share behind an `Arc`.
-pub struct Store {
+/// The SQLite store: a writer thread and a reader connection.
+pub struct Sqlite {
     writer: mpsc::Sender<WriteOp>,
     reader: Arc<Mutex<Connection>>,
     next_id: AtomicU64,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl Store {
+impl Sqlite {
     /// Opens (or creates, owner-only) the database, checks it is chatd's and intact, and starts
     /// the writer thread.
-    pub fn open(options: &StorageSection) -> Result<Arc<Store>, StoreError> {
+    pub fn open(options: &StorageSection) -> Result<Sqlite, StoreError> {
         let (path, max_batch) = (options.db.as_path(), options.max_batch);
         create_private(path)?;
         let writer_conn = open_checked(path, options)?;
@@ -91,15 +72,16 @@ impl Store {
             .name("chatd-store".into())
             .spawn(move || writer_loop(writer_conn, rx, max_batch))
             .map_err(|e| StoreError::Sqlite(e.to_string()))?;
-        Ok(Arc::new(Store {
+        Ok(Sqlite {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
             next_id: AtomicU64::new(max_id as u64 + 1),
             thread: Mutex::new(Some(thread)),
-        }))
+        })
     }
 
-    /// A fresh message id: unique across rooms, increasing.
+    /// A fresh message id: one process owns the database, so an atomic seeded with the largest
+    /// stored id is enough.
     pub fn next_message_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -110,29 +92,25 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Queues a message for the next group commit. The receiver resolves once it is durable.
-    pub async fn append(&self, room_id: i64, posted: Arc<Posted>) -> oneshot::Receiver<Result<(), StoreError>> {
+    pub async fn append(&self, room: RoomId, message: Arc<dyn MessageRecord>) -> Committed {
         let (ack, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError(WriteOp::Append { ack, .. })) =
-            self.writer.send(WriteOp::Append { posted, room_id, ack }).await
+            self.writer.send(WriteOp::Append { message, room, ack }).await
         {
             let _ = ack.send(Err(StoreError::Closed));
         }
         rx
     }
 
-    /// Creates an account; `false` when the name is taken.
     pub async fn create_account(&self, name: UserName, hash: String) -> Result<bool, StoreError> {
         self.write(|ack| WriteOp::CreateAccount { name, hash, ack }).await
     }
 
-    /// Creates or re-keys a bot account.
     pub async fn upsert_bot_account(&self, name: UserName, hash: String) -> Result<(), StoreError> {
         self.write(|ack| WriteOp::UpsertBotAccount { name, hash, ack }).await
     }
 
-    /// Creates the room if it does not exist; returns its id either way.
-    pub async fn create_room(&self, name: RoomName) -> Result<i64, StoreError> {
+    pub async fn create_room(&self, name: RoomName) -> Result<RoomId, StoreError> {
         self.write(|ack| WriteOp::CreateRoom { name, ack }).await
     }
 
@@ -149,7 +127,6 @@ impl Store {
         .map_err(|e| StoreError::Sqlite(e.to_string()))?
     }
 
-    /// The password hash of an account, if it exists.
     pub async fn account_hash(&self, name: UserName) -> Result<Option<String>, StoreError> {
         self.read(move |c| {
             c.prepare_cached("SELECT hash FROM accounts WHERE name = ?1")?
@@ -159,8 +136,7 @@ impl Store {
         .await
     }
 
-    /// All rooms, as (id, name).
-    pub async fn rooms(&self) -> Result<Vec<(i64, RoomName)>, StoreError> {
+    pub async fn rooms(&self) -> Result<Vec<(RoomId, RoomName)>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare("SELECT id, name FROM rooms ORDER BY name")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
@@ -176,28 +152,21 @@ impl Store {
         .await
     }
 
-    /// Up to `limit` messages of a room before message `before` (all when `None`), oldest first.
-    pub async fn history(
-        &self,
-        room_id: i64,
-        room: RoomName,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
+    pub async fn history(&self, room: RoomId, before: Option<u64>, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         self.read(move |c| {
             let before = before.map(|b| b as i64).unwrap_or(i64::MAX);
             let mut stmt = c.prepare_cached(
                 "SELECT id, ts_ms, sender, text FROM messages WHERE room_id = ?1 AND id < ?2 \
                  ORDER BY ts_ms DESC, id DESC LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![room_id, before, limit as i64], |r| {
+            let rows = stmt.query_map(params![room, before, limit as i64], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, Millis>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
             })?;
             let mut out = Vec::new();
             for row in rows {
                 let (id, time, sender, text) = row?;
                 let sender = UserName::parse(&sender).unwrap_or_else(|| UserName::parse("unknown").unwrap());
-                out.push(Message { id: id as u64, room: room.clone(), time, sender, text });
+                out.push(StoredMessage { id: id as u64, time, sender, text });
             }
             out.reverse();
             Ok(out)
@@ -205,7 +174,6 @@ impl Store {
         .await
     }
 
-    /// Commits what is queued and stops the writer thread. Later writes fail with `Closed`.
     pub async fn close(&self) {
         let _ = self.writer.send(WriteOp::Shutdown).await;
         let thread = self.thread.lock().unwrap().take();
@@ -326,12 +294,11 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
 }
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreError> {
-    let now = crate::model::now_millis();
+    let now = chrono::Utc::now().timestamp_millis();
     Ok(match op {
-        WriteOp::Append { posted, room_id, .. } => {
-            let m = &posted.msg;
+        WriteOp::Append { message: m, room, .. } => {
             tx.prepare_cached("INSERT INTO messages (id, room_id, ts_ms, sender, text) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![m.id as i64, room_id, m.time, m.sender.as_str(), m.text])?;
+                .execute(params![m.id() as i64, room, m.time(), m.sender(), m.text()])?;
             Outcome::Unit
         }
         WriteOp::CreateAccount { name, hash, .. } => {

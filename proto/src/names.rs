@@ -1,5 +1,6 @@
 //! Checked names and texts. A value of these types has passed the rules in PROTOCOL.md §1, so the
-//! rest of the daemon never looks at a raw string again.
+//! daemon's core and every client share one definition of a valid user, room or command word, and
+//! never look at a raw string again.
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,9 +1,10 @@
 //! A room is an actor: one task owns its members and its cache of recent messages; everything else
 //! talks to it through a `RoomHandle` (a bounded channel; requests that need an answer carry a
-//! oneshot). A post is fanned out with non-blocking pushes, then queued for the group commit; the
-//! sender's acknowledgement waits for the commit, nobody else does. Posts already waiting in the
-//! room's channel are accepted together and fanned out as one batch: under load a member gets
-//! one event (one wake-up, one write) for many messages; alone, a post goes out at once.
+//! oneshot). A post gets its id and time here and is fanned out with non-blocking pushes; the
+//! poster then queues it for the group commit (`client`), so the room never waits for the store.
+//! Posts already waiting in the room's channel are accepted together and fanned out as one batch:
+//! under load a member gets one event (one wake-up, one write) for many messages; alone, a post
+//! goes out at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,12 +12,13 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bots::Bots;
-use crate::error::ChatError;
-use crate::model::{now_millis, Batch, BotLine, Event, Membership, Message, Millis, Posted};
-use crate::names::{CommandWord, RoomName, UserName};
-use crate::outbox::{ConnId, Outbox};
-use crate::store::{Store, StoreError};
+use super::bots::Bots;
+use super::error::{ChatError, Limit, Unavailable};
+use super::model::{now_millis, Batch, BotLine, ConnId, Event, Membership, Message, Millis, Posted};
+use super::names::{CommandWord, RoomName, UserName};
+use super::outbox::Outbox;
+use super::HISTORY_PAGE;
+use crate::store::{RoomId, Store};
 
 /// What a new member gets back.
 pub struct Joined {
@@ -24,32 +26,29 @@ pub struct Joined {
     pub users: usize,
 }
 
-/// Where a history page comes from: the room's cache, or (for older pages) the database.
+/// Where a history page comes from: the room's cache, or (for older pages) the store.
 pub enum HistoryPage {
     Cached(Vec<Arc<Posted>>),
-    FromStore { room_id: i64 },
+    FromStore,
 }
 
-/// An accepted post: the message, and the receiver that resolves once it is durably committed.
-pub struct Accepted {
-    pub posted: Arc<Posted>,
-    pub committed: oneshot::Receiver<Result<(), StoreError>>,
+/// A line said in the room: who said it, from which connection, and whether as a bot (a bot
+/// answers in rooms it has not joined).
+pub struct Said {
+    pub conn: ConnId,
+    pub user: UserName,
+    pub text: String,
+    pub as_bot: bool,
 }
 
-enum Request {
+/// What the actor is asked to do.
+enum Ask {
     Join { conn: ConnId, user: UserName, outbox: Outbox, reply: oneshot::Sender<Result<Joined, ChatError>> },
     Part { conn: ConnId, reply: oneshot::Sender<bool> },
-    Post { conn: ConnId, user: UserName, text: String, as_bot: bool, reply: oneshot::Sender<Result<Accepted, ChatError>> },
-    BotCommand {
-        conn: ConnId,
-        user: UserName,
-        text: String,
-        word: CommandWord,
-        as_bot: bool,
-        reply: oneshot::Sender<Result<(Millis, usize), ChatError>>,
-    },
+    Post { said: Said, reply: oneshot::Sender<Result<Arc<Posted>, ChatError>> },
+    BotCommand { said: Said, word: CommandWord, reply: oneshot::Sender<Result<(Millis, usize), ChatError>> },
     History { conn: ConnId, before: Option<u64>, limit: usize, reply: oneshot::Sender<Result<HistoryPage, ChatError>> },
-    Names { reply: oneshot::Sender<Vec<UserName>> },
+    Names { conn: ConnId, reply: oneshot::Sender<Result<Vec<UserName>, ChatError>> },
     Retract { id: u64 },
 }
 
@@ -57,7 +56,8 @@ enum Request {
 #[derive(Clone)]
 pub struct RoomHandle {
     pub name: RoomName,
-    tx: mpsc::Sender<Request>,
+    pub room_id: RoomId,
+    tx: mpsc::Sender<Ask>,
     users: Arc<AtomicUsize>,
 }
 
@@ -76,7 +76,7 @@ impl RoomHandle {
     /// store; `complete` says whether they are all the room has.
     pub fn spawn(
         name: RoomName,
-        room_id: i64,
+        room_id: RoomId,
         recent: Vec<Message>,
         complete: bool,
         settings: RoomSettings,
@@ -88,7 +88,6 @@ impl RoomHandle {
         let last_time = recent.last().map(|m| m.time).unwrap_or(0);
         let room = Room {
             name: name.clone(),
-            room_id,
             members: HashMap::new(),
             users: HashMap::new(),
             user_count: users.clone(),
@@ -102,7 +101,7 @@ impl RoomHandle {
             bots,
         };
         tokio::spawn(room.run(rx));
-        RoomHandle { name, tx, users }
+        RoomHandle { name, room_id, tx, users }
     }
 
     /// How many distinct users are in the room now.
@@ -110,49 +109,45 @@ impl RoomHandle {
         self.users.load(Ordering::Relaxed)
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ChatError> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Ask) -> Result<T, ChatError> {
         let (tx, rx) = oneshot::channel();
-        let gone = || ChatError::Storage("room unavailable".into());
+        let gone = || ChatError::Unavailable(Unavailable::RoomStopped);
         self.tx.send(make(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
 
     pub async fn join(&self, conn: ConnId, user: UserName, outbox: Outbox) -> Result<Joined, ChatError> {
-        self.ask(|reply| Request::Join { conn, user, outbox, reply }).await?
+        self.ask(|reply| Ask::Join { conn, user, outbox, reply }).await?
     }
 
     /// Leaves; `false` if the connection was not a member.
     pub async fn part(&self, conn: ConnId) -> bool {
-        self.ask(|reply| Request::Part { conn, reply }).await.unwrap_or(false)
+        self.ask(|reply| Ask::Part { conn, reply }).await.unwrap_or(false)
     }
 
-    pub async fn post(&self, conn: ConnId, user: UserName, text: String, as_bot: bool) -> Result<Accepted, ChatError> {
-        self.ask(|reply| Request::Post { conn, user, text, as_bot, reply }).await?
+    /// Accepts a message: it gets its id and time and goes out to the members. Storing it is the
+    /// caller's next step.
+    pub async fn post(&self, said: Said) -> Result<Arc<Posted>, ChatError> {
+        self.ask(|reply| Ask::Post { said, reply }).await?
     }
 
     /// Relays a bot command line; returns its time and how many bots serve its word.
-    pub async fn bot_command(
-        &self,
-        conn: ConnId,
-        user: UserName,
-        text: String,
-        word: CommandWord,
-        as_bot: bool,
-    ) -> Result<(Millis, usize), ChatError> {
-        self.ask(|reply| Request::BotCommand { conn, user, text, word, as_bot, reply }).await?
+    pub async fn bot_command(&self, said: Said, word: CommandWord) -> Result<(Millis, usize), ChatError> {
+        self.ask(|reply| Ask::BotCommand { said, word, reply }).await?
     }
 
     pub async fn history(&self, conn: ConnId, before: Option<u64>, limit: usize) -> Result<HistoryPage, ChatError> {
-        self.ask(|reply| Request::History { conn, before, limit, reply }).await?
+        self.ask(|reply| Ask::History { conn, before, limit, reply }).await?
     }
 
-    pub async fn names(&self) -> Result<Vec<UserName>, ChatError> {
-        self.ask(|reply| Request::Names { reply }).await
+    /// The room's users, for a member.
+    pub async fn names(&self, conn: ConnId) -> Result<Vec<UserName>, ChatError> {
+        self.ask(|reply| Ask::Names { conn, reply }).await?
     }
 
     /// Drops a message that could not be stored from the cache.
     pub async fn retract(&self, id: u64) {
-        let _ = self.tx.send(Request::Retract { id }).await;
+        let _ = self.tx.send(Ask::Retract { id }).await;
     }
 }
 
@@ -163,7 +158,6 @@ struct Member {
 
 struct Room {
     name: RoomName,
-    room_id: i64,
     members: HashMap<ConnId, Member>,
     /// Connections per user, for JOIN/PART events and NAMES.
     users: HashMap<UserName, usize>,
@@ -187,10 +181,10 @@ const MAX_BATCH: usize = 128;
 const MAX_YIELDS: usize = 32;
 
 impl Room {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(req) = rx.recv().await {
-            self.handle(req).await;
-            self.take_waiting(&mut rx).await;
+    async fn run(mut self, mut rx: mpsc::Receiver<Ask>) {
+        while let Some(ask) = rx.recv().await {
+            self.handle(ask);
+            self.take_waiting(&mut rx);
             // Under load, more posts arrive while the senders' tasks run: the room lets them run
             // (a scheduler turn, not a timer) as long as that brings more, then fans out the lot.
             // Alone, a post costs one turn. This is what makes deliveries cheap in a burst: one
@@ -200,7 +194,7 @@ impl Room {
                     break;
                 }
                 tokio::task::yield_now().await;
-                if self.take_waiting(&mut rx).await == 0 {
+                if self.take_waiting(&mut rx) == 0 {
                     break;
                 }
             }
@@ -210,11 +204,11 @@ impl Room {
 
     /// Handles the requests already waiting (until a batch is full), never waiting for more.
     /// Returns how many it handled.
-    async fn take_waiting(&mut self, rx: &mut mpsc::Receiver<Request>) -> usize {
+    fn take_waiting(&mut self, rx: &mut mpsc::Receiver<Ask>) -> usize {
         let mut handled = 0;
         while !self.batch_full() {
             match rx.try_recv() {
-                Ok(req) => self.handle(req).await,
+                Ok(ask) => self.handle(ask),
                 Err(_) => break,
             }
             handled += 1;
@@ -222,35 +216,32 @@ impl Room {
         handled
     }
 
-    async fn handle(&mut self, req: Request) {
-        if !matches!(req, Request::Post { .. }) {
+    fn handle(&mut self, ask: Ask) {
+        if !matches!(ask, Ask::Post { .. }) {
             // Everything else sees the room as it is after the posts before it: a new member
             // gets them in its history, not live; events keep their order.
             self.send_unsent();
         }
-        match req {
-            Request::Join { conn, user, outbox, reply } => {
+        match ask {
+            Ask::Join { conn, user, outbox, reply } => {
                 let _ = reply.send(self.join(conn, user, outbox));
             }
-            Request::Part { conn, reply } => {
+            Ask::Part { conn, reply } => {
                 let _ = reply.send(self.remove(conn));
             }
-            Request::Post { conn, user, text, as_bot, reply } => {
-                let result = self.post(conn, user, text, as_bot).await;
-                let _ = reply.send(result);
+            Ask::Post { said, reply } => {
+                let _ = reply.send(self.post(said));
             }
-            Request::BotCommand { conn, user, text, word, as_bot, reply } => {
-                let _ = reply.send(self.bot_command(conn, user, text, word, as_bot));
+            Ask::BotCommand { said, word, reply } => {
+                let _ = reply.send(self.bot_command(said, word));
             }
-            Request::History { conn, before, limit, reply } => {
+            Ask::History { conn, before, limit, reply } => {
                 let _ = reply.send(self.history(conn, before, limit));
             }
-            Request::Names { reply } => {
-                let mut names: Vec<UserName> = self.users.keys().cloned().collect();
-                names.sort();
-                let _ = reply.send(names);
+            Ask::Names { conn, reply } => {
+                let _ = reply.send(self.names(conn));
             }
-            Request::Retract { id } => self.recent.retain(|p| p.msg.id != id),
+            Ask::Retract { id } => self.recent.retain(|p| p.msg.id != id),
         }
     }
 
@@ -281,7 +272,7 @@ impl Room {
     fn join(&mut self, conn: ConnId, user: UserName, outbox: Outbox) -> Result<Joined, ChatError> {
         if !self.members.contains_key(&conn) {
             if self.members.len() >= self.settings.members_per_room {
-                return Err(ChatError::LimitReached(self.name.clone(), "this room is full"));
+                return Err(ChatError::LimitReached(self.name.clone(), Limit::MembersPerRoom));
             }
             let first = {
                 let n = self.users.entry(user.clone()).or_insert(0);
@@ -294,7 +285,7 @@ impl Room {
             self.members.insert(conn, Member { user, outbox });
             self.user_count.store(self.users.len(), Ordering::Relaxed);
         }
-        let skip = self.recent.len().saturating_sub(crate::parse::HISTORY_PAGE);
+        let skip = self.recent.len().saturating_sub(HISTORY_PAGE);
         Ok(Joined { history: self.recent.iter().skip(skip).cloned().collect(), users: self.users.len() })
     }
 
@@ -331,12 +322,26 @@ impl Room {
         }
     }
 
-    fn may_post(&self, conn: ConnId, as_bot: bool) -> Result<(), ChatError> {
-        if as_bot || self.members.contains_key(&conn) {
-            Ok(())
-        } else {
-            Err(ChatError::NotMember(self.name.clone()))
+    /// Members may read and post; bots may also post without joining.
+    fn member(&self, conn: ConnId) -> Result<(), ChatError> {
+        match self.members.contains_key(&conn) {
+            true => Ok(()),
+            false => Err(ChatError::NotMember(self.name.clone())),
         }
+    }
+
+    fn may_post(&self, said: &Said) -> Result<(), ChatError> {
+        if said.as_bot {
+            return Ok(());
+        }
+        self.member(said.conn)
+    }
+
+    fn names(&self, conn: ConnId) -> Result<Vec<UserName>, ChatError> {
+        self.member(conn)?;
+        let mut names: Vec<UserName> = self.users.keys().cloned().collect();
+        names.sort();
+        Ok(names)
     }
 
     /// The time for a new message: now, but never before the previous one (clocks can step back).
@@ -345,16 +350,16 @@ impl Room {
         self.last_time
     }
 
-    async fn post(&mut self, conn: ConnId, user: UserName, text: String, as_bot: bool) -> Result<Accepted, ChatError> {
-        self.may_post(conn, as_bot)?;
+    fn post(&mut self, said: Said) -> Result<Arc<Posted>, ChatError> {
+        self.may_post(&said)?;
         let msg = Message {
             id: self.store.next_message_id(),
             room: self.name.clone(),
             time: self.next_time(),
-            sender: user,
-            text,
+            sender: said.user,
+            text: said.text,
         };
-        let posted = Posted::new(msg, Some(conn));
+        let posted = Posted::new(msg, Some(said.conn));
         self.unsent_bytes += posted.weight();
         self.unsent.push(posted.clone());
         self.recent.push_back(posted.clone());
@@ -362,21 +367,13 @@ impl Room {
             self.recent.pop_front();
             self.complete = false;
         }
-        let committed = self.store.append(self.room_id, posted.clone()).await;
-        Ok(Accepted { posted, committed })
+        Ok(posted)
     }
 
-    fn bot_command(
-        &mut self,
-        conn: ConnId,
-        user: UserName,
-        text: String,
-        word: CommandWord,
-        as_bot: bool,
-    ) -> Result<(Millis, usize), ChatError> {
-        self.may_post(conn, as_bot)?;
-        let time = self.next_time();
-        let event = Event::Command(Arc::new(BotLine { room: self.name.clone(), time, sender: user, text }));
+    fn bot_command(&mut self, said: Said, word: CommandWord) -> Result<(Millis, usize), ChatError> {
+        self.may_post(&said)?;
+        let (conn, time) = (said.conn, self.next_time());
+        let event = Event::Command(Arc::new(BotLine { room: self.name.clone(), time, sender: said.user, text: said.text }));
         self.broadcast(event.clone(), Some(conn));
         let members = &self.members;
         let bots = self.bots.relay(&word, &event, |c| c == conn || members.contains_key(&c));
@@ -384,27 +381,29 @@ impl Room {
     }
 
     fn history(&self, conn: ConnId, before: Option<u64>, limit: usize) -> Result<HistoryPage, ChatError> {
-        if !self.members.contains_key(&conn) {
-            return Err(ChatError::NotMember(self.name.clone()));
-        }
+        self.member(conn)?;
         let older: Vec<&Arc<Posted>> = self.recent.iter().filter(|p| before.is_none_or(|b| p.msg.id < b)).collect();
         if older.len() >= limit || self.complete {
             let skip = older.len().saturating_sub(limit);
             return Ok(HistoryPage::Cached(older[skip..].iter().map(|p| (*p).clone()).collect()));
         }
-        Ok(HistoryPage::FromStore { room_id: self.room_id })
+        Ok(HistoryPage::FromStore)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::outbox::{outbox, Inbox};
     use crate::config::StorageSection;
-    use crate::outbox::{outbox, Inbox};
     use std::time::Duration;
 
     fn user(name: &str) -> UserName {
         UserName::parse(name).unwrap()
+    }
+
+    fn said(conn: ConnId, who: &str, text: &str) -> Said {
+        Said { conn, user: user(who), text: text.to_string(), as_bot: false }
     }
 
     async fn room(dir: &tempfile::TempDir) -> RoomHandle {
@@ -415,14 +414,34 @@ mod tests {
         RoomHandle::spawn(name, room_id, Vec::new(), true, settings, store, Arc::new(Bots::default()))
     }
 
-    /// What `conn` would be sent for everything in its queue.
-    fn rendered(inbox: &mut Inbox, conn: ConnId) -> (usize, String) {
+    /// The messages `conn` is sent for one event, as "sender:text".
+    fn messages_of(event: &Event, conn: ConnId) -> Vec<String> {
+        let line = |p: &Arc<Posted>| format!("{}:{}", p.msg.sender, p.msg.text);
+        match event {
+            Event::Message(p) => vec![line(p)],
+            Event::Messages(batch) => batch.for_member(conn).map(line).collect(),
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    /// The events in `conn`'s queue, and the messages they carry for it, with their ids.
+    fn delivered(inbox: &mut Inbox, conn: ConnId) -> (usize, Vec<String>) {
         let (mut events, mut out) = (0, Vec::new());
         while let Some(ev) = inbox.try_recv() {
             events += 1;
-            crate::reply::event(&mut out, &ev, conn);
+            if matches!(ev, Event::Message(_) | Event::Messages(_)) {
+                out.extend(messages_of(&ev, conn));
+            }
         }
-        (events, String::from_utf8(out).unwrap())
+        (events, out)
+    }
+
+    fn ids(event: &Event) -> Vec<u64> {
+        match event {
+            Event::Message(p) => vec![p.msg.id],
+            Event::Messages(b) => b.posts.iter().map(|p| p.msg.id).collect(),
+            _ => vec![],
+        }
     }
 
     // A current-thread runtime: the room's task runs only when the test awaits, so requests sent
@@ -436,22 +455,19 @@ mod tests {
         let (bob_out, mut bob_in) = outbox(2, 100, 1 << 20);
         room.join(1, user("alice"), alice_out).await.unwrap();
         room.join(2, user("bob"), bob_out).await.unwrap();
-        rendered(&mut alice_in, 1);
-        let post = |conn, who: &str, text: &str| room.post(conn, user(who), text.to_string(), false);
+        delivered(&mut alice_in, 1);
+        let post = |conn, who: &str, text: &str| room.post(said(conn, who, text));
         let (a1, b1, a2) = tokio::join!(post(1, "alice", "a1"), post(2, "bob", "b1"), post(1, "alice", "a2"));
-        let ids = [a1.unwrap().posted.msg.id, b1.unwrap().posted.msg.id, a2.unwrap().posted.msg.id];
-        assert!(ids[0] < ids[1] && ids[1] < ids[2]);
-        room.names().await.unwrap(); // any request after the posts: they have gone out
-        let (events, text) = rendered(&mut bob_in, 2);
-        assert_eq!(events, 1, "one event for the three posts");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].starts_with(&format!("* MSG general {} ", ids[0])) && lines[0].ends_with(" alice :a1"), "{text}");
-        assert!(lines[1].starts_with(&format!("* MSG general {} ", ids[2])) && lines[1].ends_with(" alice :a2"), "{text}");
-        assert!(text.contains(":a1\r\n") && text.contains(":a2\r\n") && !text.contains(":b1"), "{text}");
-        let (events, text) = rendered(&mut alice_in, 1);
+        let posted = [a1.unwrap().msg.id, b1.unwrap().msg.id, a2.unwrap().msg.id];
+        assert!(posted[0] < posted[1] && posted[1] < posted[2]);
+        room.names(1).await.unwrap(); // any request after the posts: they have gone out
+        let event = bob_in.try_recv().expect("one event");
+        assert!(bob_in.try_recv().is_none(), "one event for the three posts");
+        assert_eq!(ids(&event), posted, "the batch holds the three, in id order");
+        assert_eq!(messages_of(&event, 2), ["alice:a1", "alice:a2"], "never bob's own");
+        let (events, messages) = delivered(&mut alice_in, 1);
         assert_eq!(events, 1);
-        assert!(text.contains(":b1\r\n") && !text.contains(":a1") && !text.contains(":a2"), "{text}");
+        assert_eq!(messages, ["bob:b1"]);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -463,9 +479,9 @@ mod tests {
         room.join(1, user("alice"), alice_out).await.unwrap();
         room.join(2, user("bob"), bob_out).await.unwrap();
         let text = "x".repeat(300); // about 400 bytes each on the wire
-        let post = || room.post(1, user("alice"), text.clone(), false);
+        let post = || room.post(said(1, "alice", &text));
         let _ = tokio::join!(post(), post(), post(), post(), post(), post(), post());
-        room.names().await.unwrap();
+        room.names(2).await.unwrap();
         let mut sizes = Vec::new();
         while let Some(ev) = bob_in.try_recv() {
             sizes.push(ev.weight());
@@ -481,15 +497,24 @@ mod tests {
         let (alice_out, _alice_in) = outbox(1, 100, 1 << 20);
         let (dave_out, mut dave_in) = outbox(2, 100, 1 << 20);
         room.join(1, user("alice"), alice_out).await.unwrap();
-        let post = |text: &str| room.post(1, user("alice"), text.to_string(), false);
+        let post = |text: &str| room.post(said(1, "alice", text));
         let (_, _, joined, _) = tokio::join!(post("one"), post("two"), room.join(2, user("dave"), dave_out), post("three"));
         let history: Vec<&str> = joined.as_ref().unwrap().history.iter().map(|p| p.msg.text.as_str()).collect();
         assert_eq!(history, ["one", "two"]);
         let first = tokio::time::timeout(Duration::from_secs(5), dave_in.recv()).await.unwrap().unwrap();
-        let mut live = Vec::new();
-        crate::reply::event(&mut live, &first, 2);
-        room.names().await.unwrap();
-        let live = String::from_utf8(live).unwrap() + &rendered(&mut dave_in, 2).1;
-        assert!(live.ends_with(":three\r\n") && live.lines().count() == 1, "live after the join: {live:?}");
+        room.names(2).await.unwrap();
+        let mut live = messages_of(&first, 2);
+        live.extend(delivered(&mut dave_in, 2).1);
+        assert_eq!(live, ["alice:three"], "live after the join");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn only_members_see_who_is_in_a_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = room(&dir).await;
+        let (alice_out, _alice_in) = outbox(1, 100, 1 << 20);
+        room.join(1, user("alice"), alice_out).await.unwrap();
+        assert_eq!(room.names(1).await.unwrap(), [user("alice")]);
+        assert!(matches!(room.names(2).await, Err(ChatError::NotMember(_))));
     }
 }

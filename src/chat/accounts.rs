@@ -8,12 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-
+use super::error::{ChatError, Unavailable};
+use super::hasher::Hasher;
+use super::names::{Password, UserName};
 use crate::config::{BotAccount, Limits};
-use crate::error::ChatError;
-use crate::hasher::Hasher;
 use crate::limits::{Backoff, WindowCounter};
-use crate::names::{Password, UserName};
 use crate::store::Store;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -56,7 +55,7 @@ impl Accounts {
     }
 
     async fn hash(&self, password: &Password) -> Result<String, ChatError> {
-        self.hasher.hash(password.expose()).await.ok_or_else(|| ChatError::Storage("password hashing failed".into()))
+        self.hasher.hash(password.expose()).await.ok_or(ChatError::Unavailable(Unavailable::Hashing))
     }
 
     async fn verify(&self, password: &Password, hash: String) -> bool {
@@ -70,16 +69,15 @@ impl Accounts {
         if self.bots.contains(user) {
             return Err(ChatError::NameTaken);
         }
-        let wait = self.registrations_per_address.hit(&from).and_then(|()| self.registrations.hit(&()));
-        if let Err(wait) = wait {
-            return Err(ChatError::Throttled(wait.as_secs_f64().ceil().max(1.0) as u64));
+        let throttled = |wait: Duration| ChatError::Throttled(wait.as_secs_f64().ceil().max(1.0) as u64);
+        self.registrations_per_address.hit(&from).map_err(throttled)?;
+        if let Err(wait) = self.registrations.hit(&()) {
+            // Refused server-wide: the address did not use one of its own registrations.
+            self.registrations_per_address.give_back(&from);
+            return Err(throttled(wait));
         }
         let hash = self.hash(password).await?;
-        let created = self
-            .store
-            .create_account(user.clone(), hash)
-            .await
-            .map_err(|e| ChatError::Storage(e.to_string()))?;
+        let created = self.store.create_account(user.clone(), hash).await?;
         if !created {
             return Err(ChatError::NameTaken);
         }
@@ -93,11 +91,7 @@ impl Accounts {
         if wait > 0 {
             return Err(ChatError::Throttled(wait));
         }
-        let stored = self
-            .store
-            .account_hash(user.clone())
-            .await
-            .map_err(|e| ChatError::Storage(e.to_string()))?;
+        let stored = self.store.account_hash(user.clone()).await?;
         let known = stored.is_some();
         let ok = self.verify(password, stored.unwrap_or_else(|| self.dummy_hash.clone())).await && known;
         if !ok {

@@ -1,4 +1,4 @@
-//! Bytes to frames and back. A `Connection` owns the socket: it turns what arrives into lines,
+//! Bytes to lines and back. A `Connection` owns the stream: it turns what arrives into lines,
 //! never buffering more than the line limit (a longer line becomes one `TooLong` frame and is
 //! discarded up to its newline), and collects outgoing lines to write them with one syscall per
 //! batch. One task owns a connection and never reads and writes at once, so the stream is not
@@ -94,7 +94,8 @@ impl Connection {
         }
     }
 
-    pub fn has_pending(&self) -> bool {
+    /// Whether lines are waiting to be written.
+    pub fn has_unwritten(&self) -> bool {
         !self.out.is_empty()
     }
 

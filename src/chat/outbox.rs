@@ -7,10 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::model::Event;
-
-/// Identifies one connection for the lifetime of the process.
-pub type ConnId = u64;
+use super::model::{ConnId, Event};
 
 struct State {
     queued_bytes: AtomicUsize,
@@ -111,10 +108,15 @@ mod tests {
     #[tokio::test]
     async fn overflow_by_bytes_marks_the_connection() {
         let (out, mut inbox) = outbox(1, 100, 200);
-        let notice = || Event::Notice(std::sync::Arc::new("x".repeat(100)));
-        assert!(out.push(notice()));
-        assert!(!out.push(notice()), "second push exceeds 200 bytes");
-        assert!(!out.push(Event::Notice(std::sync::Arc::new("y".into()))), "stays overflowed");
+        use crate::chat::model::BotLine;
+        use crate::chat::names::{RoomName, UserName};
+        let line = |text: &str| {
+            let (room, sender) = (RoomName::parse("r").unwrap(), UserName::parse("bob").unwrap());
+            Event::Command(std::sync::Arc::new(BotLine { room, time: 0, sender, text: text.into() }))
+        };
+        assert!(out.push(line(&"x".repeat(60))), "156 bytes");
+        assert!(!out.push(line(&"x".repeat(60))), "second push exceeds 200 bytes");
+        assert!(!out.push(line("y")), "stays overflowed");
         inbox.overflow_watch().overflowed().await;
         assert!(inbox.try_recv().is_some());
     }

@@ -1,15 +1,16 @@
 //! The core's data: a chat message, the events pushed to a connection, and time stamps. Nothing
-//! here knows the wire format; front ends render these values.
+//! here knows a wire format; front ends render these values (and may cache one rendering each in a
+//! fanned-out message, so a message sent to a hundred members is rendered once per front end).
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use crate::names::{RoomName, UserName};
-use crate::outbox::ConnId;
+use super::names::{RoomName, UserName};
+pub use crate::store::Millis;
 
-/// Milliseconds since the Unix epoch, UTC.
-pub type Millis = i64;
+/// Identifies one connection for the lifetime of the process.
+pub type ConnId = u64;
 
 pub fn now_millis() -> Millis {
     chrono::Utc::now().timestamp_millis()
@@ -32,29 +33,59 @@ pub struct Message {
     pub text: String,
 }
 
-/// A message as it fans out to many connections: the value plus its rendered event line, made once
-/// by whichever connection writes it first and shared by the rest.
+/// How many front ends may cache a rendering of a message (see `Posted::rendered`).
+pub const RENDERINGS: usize = 2;
+
+/// Which of a message's cached renderings a front end uses: each front end takes its own slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderSlot(pub usize);
+
+impl Message {
+    /// A message of `room` as the store gave it back.
+    pub fn stored(room: &RoomName, m: crate::store::StoredMessage) -> Message {
+        Message { id: m.id, room: room.clone(), time: m.time, sender: m.sender, text: m.text }
+    }
+}
+
+/// A message as it fans out to many connections: the value plus, per front end, its rendering,
+/// made once by whichever connection writes it first and shared by the rest.
 #[derive(Debug)]
 pub struct Posted {
     pub msg: Message,
     /// The connection that posted it (it is not echoed back there), or `None` once it came from
     /// the store.
     pub from: Option<ConnId>,
-    wire: OnceLock<Bytes>,
+    renderings: [OnceLock<Bytes>; RENDERINGS],
 }
 
 impl Posted {
     pub fn new(msg: Message, from: Option<ConnId>) -> Arc<Posted> {
-        Arc::new(Posted { msg, from, wire: OnceLock::new() })
+        Arc::new(Posted { msg, from, renderings: Default::default() })
     }
 
-    /// Roughly the bytes it takes on the wire (see `Event::weight`).
+    /// Roughly the bytes it takes to send (see `Event::weight`).
     pub fn weight(&self) -> usize {
         message_weight(&self.msg)
     }
 
-    pub fn rendered(&self, render: impl FnOnce(&Message) -> Bytes) -> &Bytes {
-        self.wire.get_or_init(|| render(&self.msg))
+    /// The front end's rendering of the message, made by `render` on first use.
+    pub fn rendered(&self, slot: RenderSlot, render: impl FnOnce(&Message) -> Bytes) -> &Bytes {
+        self.renderings[slot.0].get_or_init(|| render(&self.msg))
+    }
+}
+
+impl crate::store::MessageRecord for Posted {
+    fn id(&self) -> u64 {
+        self.msg.id
+    }
+    fn time(&self) -> Millis {
+        self.msg.time
+    }
+    fn sender(&self) -> &str {
+        self.msg.sender.as_str()
+    }
+    fn text(&self) -> &str {
+        &self.msg.text
     }
 }
 
@@ -87,8 +118,15 @@ impl Batch {
         let weight = posts.iter().map(|p| p.weight()).sum();
         Arc::new(Batch { posts, weight })
     }
+
+    /// The posts a member is sent: all but its own, in id order.
+    pub fn for_member(&self, to: ConnId) -> impl Iterator<Item = &Arc<Posted>> {
+        self.posts.iter().filter(move |p| p.from != Some(to))
+    }
 }
 
+/// A message's size for the queue bounds: its text plus room for its metadata (room, id, time,
+/// sender) in any rendering. An estimate, the same for every front end.
 fn message_weight(m: &Message) -> usize {
     m.text.len() + 96
 }
@@ -103,18 +141,16 @@ pub enum Event {
     Command(Arc<BotLine>),
     Joined(Arc<Membership>),
     Parted(Arc<Membership>),
-    Notice(Arc<String>),
 }
 
 impl Event {
-    /// Roughly the bytes this event takes on the wire, for the per-connection queue bound.
+    /// Roughly the bytes this event takes to send, for the per-connection queue bound.
     pub fn weight(&self) -> usize {
         match self {
             Event::Message(p) => p.weight(),
             Event::Messages(b) => b.weight,
             Event::Command(c) => c.text.len() + 96,
             Event::Joined(_) | Event::Parted(_) => 64,
-            Event::Notice(t) => t.len() + 16,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The commands a client can send, as typed values (what `parse` produces), and their canonical
-//! text form (`Display`), which parses back to the same command.
+//! The native protocol's commands, as typed values (what `parse` produces), and their canonical
+//! text form (`Display`), which parses back to the same command. Clients build their lines from
+//! these values, so a line a client sends is one the daemon parses.
 
 use std::fmt;
 

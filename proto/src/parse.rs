@@ -1,7 +1,8 @@
-//! The line parser: one client line (bytes, without its line ending) into a typed [`Request`], or a
-//! typed rejection that still knows the label and verb, so the error reply can carry them.
-//! Built with nom: the lexing of label / verb / arguments is a small grammar, the names are checked
-//! by the `names` constructors.
+//! The native line parser: one client line (bytes, without its line ending) into a typed
+//! [`Request`], or a typed rejection that still knows the label and verb, so the error reply can
+//! carry them. Built with nom: the lexing of label / verb / arguments is a small grammar, the names
+//! are checked by the `names` constructors. The daemon, the fuzz target and the property test use
+//! this one parser.
 
 use nom::bytes::complete::{tag_no_case, take_while1};
 use nom::character::complete::{char, digit1, space0, space1};
@@ -10,11 +11,58 @@ use nom::sequence::{pair, preceded, terminated};
 use nom::IResult;
 
 use crate::command::{Command, Request, Verb};
-use crate::error::ChatError;
 use crate::names::{CommandWord, Label, Password, RoomName, Token, UserName};
 
-/// Most messages one HISTORY page returns.
-pub const HISTORY_PAGE: usize = 50;
+/// The largest `LIMIT` a HISTORY line may ask for (PROTOCOL.md: at most 50 at a time).
+pub const MAX_HISTORY_LIMIT: usize = 50;
+
+/// Why a line is not a command. Each variant has its own reply code (PROTOCOL.md §3); the texts
+/// are the native protocol's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("unknown command (type HELP for the list)")]
+    UnknownCommand,
+    #[error("wrong arguments, usage: {0}")]
+    BadArguments(&'static str),
+    #[error("invalid user name (2-24 characters: a letter, then letters, digits, _ or -)")]
+    BadUserName,
+    #[error("invalid room name (1-32 characters: a-z, 0-9, _ or -, starting with a letter or digit)")]
+    BadRoomName,
+    #[error("invalid password (8-128 bytes, no spaces or control characters)")]
+    BadPassword,
+    #[error("line too long (at most {0} bytes); it was discarded")]
+    LineTooLong(usize),
+    #[error("line is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("control character in the line")]
+    ControlCharacter,
+    #[error("empty message")]
+    EmptyMessage,
+    #[error("message too long (at most {0} bytes)")]
+    MessageTooLong(usize),
+    #[error("bad HISTORY arguments: BEFORE takes a message id, LIMIT takes 1 to 50")]
+    BadHistoryArguments,
+}
+
+impl ParseError {
+    /// The reply code (PROTOCOL.md §3).
+    pub fn code(&self) -> u16 {
+        use ParseError::*;
+        match self {
+            UnknownCommand => 400,
+            BadArguments(_) => 401,
+            BadUserName => 405,
+            BadRoomName => 406,
+            BadPassword => 407,
+            LineTooLong(_) => 413,
+            InvalidUtf8 => 414,
+            ControlCharacter => 415,
+            EmptyMessage => 416,
+            MessageTooLong(_) => 417,
+            BadHistoryArguments => 421,
+        }
+    }
+}
 
 /// A line that did not parse: what to echo back and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,22 +70,22 @@ pub struct Rejected {
     pub label: Option<Label>,
     /// The verb to put in the reply (`*` when there is no usable command word).
     pub verb: String,
-    pub error: ChatError,
+    pub error: ParseError,
 }
 
 /// Parses one line. `max_message_bytes` bounds the text of MSG.
 pub fn parse_line(bytes: &[u8], max_message_bytes: usize) -> Result<Request, Rejected> {
     let reject = |label, verb: &str, error| Err(Rejected { label, verb: verb.to_string(), error });
     let Ok(line) = std::str::from_utf8(bytes) else {
-        return reject(None, "*", ChatError::InvalidUtf8);
+        return reject(None, "*", ParseError::InvalidUtf8);
     };
     let Ok((args, (raw_label, word))) = head(line) else {
-        return reject(None, "*", ChatError::UnknownCommand);
+        return reject(None, "*", ParseError::UnknownCommand);
     };
     let label = match raw_label.map(Label::parse) {
         None => None,
         Some(Some(l)) => Some(l),
-        Some(None) => return reject(None, "*", ChatError::BadArguments("@<label> is 1-32 of A-Z a-z 0-9 . _ -")),
+        Some(None) => return reject(None, "*", ParseError::BadArguments("@<label> is 1-32 of A-Z a-z 0-9 . _ -")),
     };
     let Some(verb) = Verb::from_word(word) else {
         let shown = if word.len() <= 32 && word.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -45,10 +93,10 @@ pub fn parse_line(bytes: &[u8], max_message_bytes: usize) -> Result<Request, Rej
         } else {
             "*".to_string()
         };
-        return reject(label, &shown, ChatError::UnknownCommand);
+        return reject(label, &shown, ParseError::UnknownCommand);
     };
     if line.chars().any(|c| c.is_control()) {
-        return reject(label, verb.as_str(), ChatError::ControlCharacter);
+        return reject(label, verb.as_str(), ParseError::ControlCharacter);
     }
     match arguments(verb, args, max_message_bytes) {
         Ok(command) => Ok(Request { label, command }),
@@ -80,12 +128,12 @@ fn words(args: &str, n: usize) -> Option<Vec<&str>> {
     rest.trim_start_matches(' ').is_empty().then_some(out)
 }
 
-fn arguments(verb: Verb, args: &str, max_message_bytes: usize) -> Result<Command, ChatError> {
-    let usage = ChatError::BadArguments(verb.usage());
+fn arguments(verb: Verb, args: &str, max_message_bytes: usize) -> Result<Command, ParseError> {
+    let usage = ParseError::BadArguments(verb.usage());
     let exactly = |n| words(args, n).ok_or(usage.clone());
-    let room = |s: &str| RoomName::parse(s).ok_or(ChatError::BadRoomName);
-    let user = |s: &str| UserName::parse(s).ok_or(ChatError::BadUserName);
-    let password = |s: &str| Password::parse(s).ok_or(ChatError::BadPassword);
+    let room = |s: &str| RoomName::parse(s).ok_or(ParseError::BadRoomName);
+    let user = |s: &str| UserName::parse(s).ok_or(ParseError::BadUserName);
+    let password = |s: &str| Password::parse(s).ok_or(ParseError::BadPassword);
     Ok(match verb {
         Verb::Help => match words(args, 0) {
             Some(_) => Command::Help(None),
@@ -120,10 +168,10 @@ fn arguments(verb: Verb, args: &str, max_message_bytes: usize) -> Result<Command
             let room = room(name)?;
             let text = free_text(text).unwrap_or("");
             if text.trim().is_empty() {
-                return Err(ChatError::EmptyMessage);
+                return Err(ParseError::EmptyMessage);
             }
             if text.len() > max_message_bytes {
-                return Err(ChatError::MessageTooLong(max_message_bytes));
+                return Err(ParseError::MessageTooLong(max_message_bytes));
             }
             Command::Msg { room, text: text.to_string() }
         }
@@ -148,14 +196,14 @@ fn free_text(after_previous: &str) -> Option<&str> {
 }
 
 /// `[BEFORE <id>] [LIMIT <n>]`, in that order.
-fn history_options(i: &str) -> Result<(Option<u64>, Option<usize>), ChatError> {
+fn history_options(i: &str) -> Result<(Option<u64>, Option<usize>), ParseError> {
     let number = |i| map_res(digit1, str::parse::<u64>)(i);
     let before = preceded(pair(space1, tag_no_case("BEFORE")), preceded(space1, number));
     let limit = preceded(pair(space1, tag_no_case("LIMIT")), preceded(space1, number));
     let parsed: IResult<&str, _> = all_consuming(terminated(pair(opt(before), opt(limit)), space0))(i);
-    let (_, (before, limit)) = parsed.map_err(|_| ChatError::BadHistoryArguments)?;
-    if before == Some(0) || limit.is_some_and(|n| n == 0 || n > HISTORY_PAGE as u64) {
-        return Err(ChatError::BadHistoryArguments);
+    let (_, (before, limit)) = parsed.map_err(|_| ParseError::BadHistoryArguments)?;
+    if before == Some(0) || limit.is_some_and(|n| n == 0 || n > MAX_HISTORY_LIMIT as u64) {
+        return Err(ParseError::BadHistoryArguments);
     }
     Ok((before, limit.map(|n| n as usize)))
 }
@@ -204,26 +252,26 @@ mod tests {
     #[test]
     fn errors_carry_label_and_verb() {
         let e = err(b"@x FROB a b");
-        assert_eq!((e.label.unwrap().as_str(), e.verb.as_str(), e.error), ("x", "FROB", ChatError::UnknownCommand));
+        assert_eq!((e.label.unwrap().as_str(), e.verb.as_str(), e.error), ("x", "FROB", ParseError::UnknownCommand));
         assert_eq!(err(b"JOIN").error.code(), 401);
         assert_eq!(err(b"JOIN a b").error.code(), 401);
-        assert_eq!(err(b"JOIN no/slash").error, ChatError::BadRoomName);
-        assert_eq!(err(b"MSG general ").error, ChatError::EmptyMessage);
-        assert_eq!(err(b"MSG general    ").error, ChatError::EmptyMessage);
-        assert_eq!(err(b"MSG general").error, ChatError::EmptyMessage);
-        assert_eq!(err(b"LOGIN a pw").error, ChatError::BadUserName);
-        assert_eq!(err(b"LOGIN alice short").error, ChatError::BadPassword);
-        assert_eq!(err(b"MSG general a\x07b").error, ChatError::ControlCharacter);
-        assert_eq!(err(b"MSG general \xff\xfe").error, ChatError::InvalidUtf8);
-        assert_eq!(err(b"HISTORY general LIMIT 51").error, ChatError::BadHistoryArguments);
-        assert_eq!(err(b"HISTORY general BEFORE x").error, ChatError::BadHistoryArguments);
+        assert_eq!(err(b"JOIN no/slash").error, ParseError::BadRoomName);
+        assert_eq!(err(b"MSG general ").error, ParseError::EmptyMessage);
+        assert_eq!(err(b"MSG general    ").error, ParseError::EmptyMessage);
+        assert_eq!(err(b"MSG general").error, ParseError::EmptyMessage);
+        assert_eq!(err(b"LOGIN a pw").error, ParseError::BadUserName);
+        assert_eq!(err(b"LOGIN alice short").error, ParseError::BadPassword);
+        assert_eq!(err(b"MSG general a\x07b").error, ParseError::ControlCharacter);
+        assert_eq!(err(b"MSG general \xff\xfe").error, ParseError::InvalidUtf8);
+        assert_eq!(err(b"HISTORY general LIMIT 51").error, ParseError::BadHistoryArguments);
+        assert_eq!(err(b"HISTORY general BEFORE x").error, ParseError::BadHistoryArguments);
         assert_eq!(err(b"@bad:label PING").error.code(), 401);
     }
 
     #[test]
     fn message_length_limit() {
         let line = format!("MSG general {}", "x".repeat(2001));
-        assert_eq!(err(line.as_bytes()).error, ChatError::MessageTooLong(2000));
+        assert_eq!(err(line.as_bytes()).error, ParseError::MessageTooLong(2000));
         let line = format!("MSG general {}", "x".repeat(2000));
         ok(&line);
     }

@@ -1,0 +1,106 @@
+//! The room registry: which rooms exist, and the handle of each one's actor (started on first use,
+//! with its recent messages loaded from the store). No lock is held across a store call: a JOIN to
+//! a running room never waits behind another room's history load, and concurrent first JOINs to
+//! one cold room share its single load. Creating a room is serialised here, so the room cap holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+use super::bots::Bots;
+use super::error::{ChatError, Limit};
+use super::model::Message;
+use super::names::RoomName;
+use super::room::{RoomHandle, RoomSettings};
+use crate::store::{RoomId, Store, StoreError};
+
+/// A room the store knows; its actor starts on first use.
+struct Slot {
+    id: RoomId,
+    handle: OnceCell<RoomHandle>,
+}
+
+pub struct Rooms {
+    slots: Mutex<HashMap<RoomName, Arc<Slot>>>,
+    /// Held while a new room is created (never while a room is looked up).
+    creating: tokio::sync::Mutex<()>,
+    store: Arc<Store>,
+    bots: Arc<Bots>,
+    settings: RoomSettings,
+    max_rooms: usize,
+}
+
+impl Rooms {
+    /// Loads the rooms the store knows and creates the `initial` ones.
+    pub async fn load(
+        store: Arc<Store>,
+        bots: Arc<Bots>,
+        settings: RoomSettings,
+        max_rooms: usize,
+        initial: &[RoomName],
+    ) -> Result<Rooms, StoreError> {
+        for name in initial {
+            store.create_room(name.clone()).await?;
+        }
+        let slots = store.rooms().await?.into_iter().map(|(id, name)| (name, Slot::new(id))).collect();
+        Ok(Rooms { slots: Mutex::new(slots), creating: Default::default(), store, bots, settings, max_rooms })
+    }
+
+    /// The room's handle; a missing room is created when `create` is true.
+    pub async fn get(&self, name: &RoomName, create: bool) -> Result<RoomHandle, ChatError> {
+        let slot = match self.slot(name) {
+            Some(slot) => slot,
+            None if create => self.create(name).await?,
+            None => return Err(ChatError::NoSuchRoom(name.clone())),
+        };
+        slot.handle.get_or_try_init(|| self.start(name, slot.id)).await.cloned()
+    }
+
+    fn slot(&self, name: &RoomName) -> Option<Arc<Slot>> {
+        self.slots.lock().unwrap().get(name).cloned()
+    }
+
+    async fn create(&self, name: &RoomName) -> Result<Arc<Slot>, ChatError> {
+        let _creating = self.creating.lock().await;
+        if let Some(slot) = self.slot(name) {
+            return Ok(slot); // created while this one waited
+        }
+        if self.slots.lock().unwrap().len() >= self.max_rooms {
+            return Err(ChatError::LimitReached(name.clone(), Limit::Rooms));
+        }
+        let id = self.store.create_room(name.clone()).await?;
+        tracing::info!(room = %name, "room created");
+        let slot = Slot::new(id);
+        self.slots.lock().unwrap().insert(name.clone(), slot.clone());
+        Ok(slot)
+    }
+
+    /// Loads a room's recent messages and starts its actor.
+    async fn start(&self, name: &RoomName, id: RoomId) -> Result<RoomHandle, ChatError> {
+        let want = self.settings.cache_messages;
+        let stored = self.store.history(id, None, want + 1).await?;
+        let complete = stored.len() <= want;
+        let skip = stored.len().saturating_sub(want);
+        let recent = stored.into_iter().skip(skip).map(|m| Message::stored(name, m)).collect();
+        let (settings, store, bots) = (self.settings.clone(), self.store.clone(), self.bots.clone());
+        Ok(RoomHandle::spawn(name.clone(), id, recent, complete, settings, store, bots))
+    }
+
+    /// Every room with its current number of users, by name.
+    pub fn list(&self) -> Vec<(RoomName, usize)> {
+        let slots = self.slots.lock().unwrap();
+        let mut out: Vec<_> = slots
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.handle.get().map_or(0, RoomHandle::user_count)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+impl Slot {
+    fn new(id: RoomId) -> Arc<Slot> {
+        Arc::new(Slot { id, handle: OnceCell::new() })
+    }
+}

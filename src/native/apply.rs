@@ -1,0 +1,182 @@
+//! The one `apply` of the native protocol: a parsed command is carried out on the connection's
+//! `Client` and answered. Each command is one small function.
+
+use chatd_proto::command::{Command, Request, Verb, ALL_VERBS};
+use chatd_proto::names::{CommandWord, Password, RoomName, Token, UserName};
+
+use super::reply::Replies;
+use super::Native;
+use crate::chat::client::{Client, PostOutcome};
+use crate::chat::error::ChatError;
+use crate::chat::model::format_time;
+use crate::chat::HISTORY_PAGE;
+use crate::session::{Flow, Protocol};
+
+type NativeClient = Client<<Native as Protocol>::Tag>;
+
+/// Applies one command and writes its replies (after the acknowledgements owed before it).
+pub async fn apply(client: &mut NativeClient, request: Request, out: &mut Vec<u8>) -> Flow {
+    let Request { label, command } = request;
+    let verb = command.verb();
+    // A post is pipelined: its acknowledgement comes when it is committed. Anything else answers
+    // now, so the acknowledgements owed before it are written first.
+    let pipelined = matches!(&command, Command::Msg { text, .. } if CommandWord::of_bot_line(text).is_none());
+    if !pipelined {
+        settle_owed(client, out).await;
+    }
+    let started = std::time::Instant::now();
+    let mut r = Replies { out, label: label.as_ref(), verb: verb.as_str() };
+    let result = if !client.is_logged_in() && !verb.allowed_anonymous() {
+        Err(ChatError::NotLoggedIn)
+    } else {
+        execute(client, command, label.clone(), &mut r).await
+    };
+    // Server-side time of each command, for benchmarks (`--log chatd::timing=trace`).
+    tracing::trace!(target: "chatd::timing", verb = verb.as_str(), micros = started.elapsed().as_micros() as u64);
+    match result {
+        Ok(flow) => flow,
+        Err(e) => {
+            if pipelined {
+                // The error must not overtake the acknowledgements owed before it.
+                settle_owed(client, r.out).await;
+            }
+            r.error(&e);
+            Flow::Continue
+        }
+    }
+}
+
+/// Writes every owed acknowledgement, in order.
+async fn settle_owed(client: &mut NativeClient, out: &mut Vec<u8>) {
+    for settled in client.settle_all().await {
+        Native::render_settled(settled, out);
+    }
+}
+
+async fn execute(client: &mut NativeClient, command: Command, label: Option<chatd_proto::names::Label>, r: &mut Replies<'_>) -> Result<Flow, ChatError> {
+    match command {
+        Command::Help(topic) => help(topic, r),
+        Command::Register { user, password } => register(client, &user, &password, r).await?,
+        Command::Login { user, password } => login(client, &user, &password, r).await?,
+        Command::Logout => {
+            client.logout().await;
+            r.ok(&[], Some("logged out"));
+        }
+        Command::Quit(_) => {
+            r.ok(&[], Some("bye"));
+            return Ok(Flow::Close);
+        }
+        Command::Rooms => rooms(client, r)?,
+        Command::Join(room) => join(client, &room, r).await?,
+        Command::Part(room) => {
+            client.part(&room).await?;
+            r.ok(&[room.as_str()], Some(&format!("left {room}")));
+        }
+        Command::Names(room) => names(client, &room, r).await?,
+        Command::Msg { room, text } => msg(client, &room, text, label, r).await?,
+        Command::History { room, before, limit } => history(client, &room, before, limit, r).await?,
+        Command::Ping(token) => ping(token, r),
+        Command::Pong(_) => {}
+        Command::Serve(word) => {
+            client.serve(&word)?;
+            r.ok(&[word.as_str()], Some(&format!("serving /{word}")));
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+fn help(topic: Option<Verb>, r: &mut Replies<'_>) {
+    let verbs: Vec<Verb> = topic.map_or(ALL_VERBS.to_vec(), |v| vec![v]);
+    for v in verbs {
+        r.line(100, &[], Some(&format!("{:<44} {}", v.usage(), v.summary())));
+    }
+    r.ok(&[], Some("end of help; the full protocol is in PROTOCOL.md"));
+}
+
+async fn register(client: &mut NativeClient, user: &UserName, password: &Password, r: &mut Replies<'_>) -> Result<(), ChatError> {
+    let user = client.register(user, password).await?;
+    r.ok(&[user.as_str()], Some(&format!("account created, logged in as {user}")));
+    Ok(())
+}
+
+async fn login(client: &mut NativeClient, user: &UserName, password: &Password, r: &mut Replies<'_>) -> Result<(), ChatError> {
+    let user = client.login(user, password).await?;
+    r.ok(&[user.as_str()], Some(&format!("logged in as {user}")));
+    Ok(())
+}
+
+fn rooms(client: &NativeClient, r: &mut Replies<'_>) -> Result<(), ChatError> {
+    let rooms = client.rooms()?;
+    for (name, users) in &rooms {
+        r.line(110, &[name.as_str(), &users.to_string()], None);
+    }
+    r.ok(&[&rooms.len().to_string()], Some("rooms listed"));
+    Ok(())
+}
+
+async fn join(client: &mut NativeClient, room: &RoomName, r: &mut Replies<'_>) -> Result<(), ChatError> {
+    let joined = client.join(room).await?;
+    for posted in &joined.history {
+        r.message(&posted.msg);
+    }
+    r.ok(&[room.as_str(), &joined.users.to_string()], Some(&format!("joined {room}")));
+    Ok(())
+}
+
+async fn names(client: &NativeClient, room: &RoomName, r: &mut Replies<'_>) -> Result<(), ChatError> {
+    let names = client.names(room).await?;
+    for name in &names {
+        r.line(120, &[room.as_str(), name.as_str()], None);
+    }
+    r.ok(&[room.as_str(), &names.len().to_string()], Some("users listed"));
+    Ok(())
+}
+
+/// MSG: a bot command line is relayed and answered now; anything else is acknowledged once
+/// durable (see `Native::settled`).
+async fn msg(
+    client: &mut NativeClient,
+    room: &RoomName,
+    text: String,
+    label: Option<chatd_proto::names::Label>,
+    r: &mut Replies<'_>,
+) -> Result<(), ChatError> {
+    match client.post(room, text, label).await? {
+        PostOutcome::Accepted => {}
+        PostOutcome::Relayed { time, bots } => {
+            r.ok(&[room.as_str(), "-", &format_time(time)], Some(&format!("relayed to {bots} bot(s)")));
+        }
+    }
+    Ok(())
+}
+
+async fn history(
+    client: &NativeClient,
+    room: &RoomName,
+    before: Option<u64>,
+    limit: Option<usize>,
+    r: &mut Replies<'_>,
+) -> Result<(), ChatError> {
+    let messages = client.history(room, before, limit.unwrap_or(HISTORY_PAGE)).await?;
+    for m in &messages {
+        r.message(m);
+    }
+    let n = messages.len().to_string();
+    r.ok(&[room.as_str(), &n], Some(&format!("{n} messages")));
+    Ok(())
+}
+
+fn ping(token: Option<Token>, r: &mut Replies<'_>) {
+    match token {
+        Some(t) => r.ok(&[t.as_str()], None),
+        None => r.ok(&[], None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_parsers_history_limit_is_the_cores_page() {
+        assert_eq!(chatd_proto::parse::MAX_HISTORY_LIMIT, crate::chat::HISTORY_PAGE);
+    }
+}

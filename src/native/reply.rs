@@ -1,0 +1,115 @@
+//! The native wire rendering of replies and events (PROTOCOL.md §3–4): the one place where an
+//! error becomes a reply code and text, and where core events become lines.
+
+use bytes::Bytes;
+use chatd_proto::line::{write_event, write_reply};
+use chatd_proto::names::Label;
+use chatd_proto::parse::ParseError;
+
+use crate::chat::error::ChatError;
+use crate::chat::model::{format_time, ConnId, Event, Message, RenderSlot};
+
+/// The native front end's rendering of a message, cached in the message as it fans out.
+pub const NATIVE_RENDERING: RenderSlot = RenderSlot(0);
+
+/// Replies to one command: every line carries the command's label, if it had one.
+pub struct Replies<'a> {
+    pub out: &'a mut Vec<u8>,
+    pub label: Option<&'a Label>,
+    pub verb: &'a str,
+}
+
+impl Replies<'_> {
+    pub fn line(&mut self, code: u16, fields: &[&str], text: Option<&str>) {
+        write_reply(self.out, self.label.map(Label::as_str), code, self.verb, fields, text);
+    }
+
+    pub fn ok(&mut self, fields: &[&str], text: Option<&str>) {
+        self.line(200, fields, text);
+    }
+
+    /// A `130` line for a stored message.
+    pub fn message(&mut self, m: &Message) {
+        let (id, time) = (m.id.to_string(), format_time(m.time));
+        self.line(130, &[m.room.as_str(), &id, &time, m.sender.as_str()], Some(&m.text));
+    }
+
+    /// The reply to a line that did not parse.
+    pub fn rejected(&mut self, e: &ParseError) {
+        self.line(e.code(), &[], Some(&e.to_string()));
+    }
+
+    /// The reply to a command the core refused.
+    pub fn error(&mut self, e: &ChatError) {
+        let secs;
+        let fields: Vec<&str> = match e {
+            ChatError::NoSuchRoom(room) | ChatError::LimitReached(room, _) => vec![room.as_str()],
+            ChatError::NoBot(room, word) => vec![room.as_str(), word.as_str()],
+            ChatError::Throttled(s) => {
+                secs = s.to_string();
+                vec![&secs]
+            }
+            _ => vec![],
+        };
+        self.line(code(e), &fields, Some(&text(e)));
+    }
+}
+
+/// The reply code of a refusal (PROTOCOL.md §3).
+pub fn code(e: &ChatError) -> u16 {
+    use ChatError::*;
+    match e {
+        NotLoggedIn => 402,
+        NotMember(_) | NotABot => 403,
+        NoSuchRoom(_) => 404,
+        AlreadyLoggedIn => 408,
+        BadCredentials => 409,
+        NameTaken => 410,
+        RegistrationClosed => 411,
+        Throttled(_) => 412,
+        LimitReached(..) => 418,
+        NoBot(..) => 419,
+        Unavailable(_) => 500,
+    }
+}
+
+/// The text of a refusal, with the native commands that help where there are some.
+fn text(e: &ChatError) -> String {
+    match e {
+        ChatError::NotLoggedIn => "log in first (LOGIN <user> <password> or REGISTER <user> <password>)".into(),
+        ChatError::AlreadyLoggedIn => "already logged in (LOGOUT first)".into(),
+        ChatError::Unavailable(what) => format!("server error ({what}); the command had no effect, try again"),
+        other => other.to_string(),
+    }
+}
+
+/// `* MSG <room> <id> <time> <sender> :<text>`, rendered once per message and shared.
+pub fn message_event(m: &Message) -> Bytes {
+    let mut out = Vec::with_capacity(m.text.len() + 80);
+    let (id, time) = (m.id.to_string(), format_time(m.time));
+    write_event(&mut out, "MSG", &[m.room.as_str(), &id, &time, m.sender.as_str()], Some(&m.text));
+    Bytes::from(out)
+}
+
+/// Appends the wire form of an event pushed to connection `to`.
+pub fn event(out: &mut Vec<u8>, ev: &Event, to: ConnId) {
+    match ev {
+        Event::Message(p) => out.extend_from_slice(p.rendered(NATIVE_RENDERING, message_event)),
+        Event::Messages(batch) => {
+            for p in batch.for_member(to) {
+                out.extend_from_slice(p.rendered(NATIVE_RENDERING, message_event));
+            }
+        }
+        Event::Command(c) => {
+            let time = format_time(c.time);
+            write_event(out, "CMD", &[c.room.as_str(), &time, c.sender.as_str()], Some(&c.text));
+        }
+        Event::Joined(m) => write_event(out, "JOIN", &[m.room.as_str(), m.user.as_str()], None),
+        Event::Parted(m) => write_event(out, "PART", &[m.room.as_str(), m.user.as_str()], None),
+    }
+}
+
+/// Appends a server event that is not a room's: HELLO, PING, NOTICE, BYE.
+pub fn server_event(out: &mut Vec<u8>, name: &str, fields: &[&str], text: Option<&str>) {
+    write_event(out, name, fields, text);
+}

@@ -1,0 +1,120 @@
+//! Storage: the only place with SQL. `Store` is what the core holds: accounts, rooms and messages,
+//! message ids, and the group commit that makes an acknowledged message durable. It is an enum of
+//! backends (SQLite today) so that another one comes in beside it without the core changing.
+//! Nothing here knows the chat core's types: the core hands messages in through `MessageRecord`
+//! and gets `StoredMessage` values back.
+
+mod error;
+mod sqlite;
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use chatd_proto::names::{RoomName, UserName};
+
+use crate::config::StorageSection;
+pub use error::StoreError;
+
+/// A room's key in the store.
+pub type RoomId = i64;
+
+/// Milliseconds since the Unix epoch, UTC, as the store keeps times.
+pub type Millis = i64;
+
+/// A message as the store gives it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub id: u64,
+    pub time: Millis,
+    pub sender: UserName,
+    pub text: String,
+}
+
+/// What the store needs of a message to append it. The core's fanned-out message implements it,
+/// so the writer thread shares that value instead of a copy of it.
+pub trait MessageRecord: Send + Sync {
+    fn id(&self) -> u64;
+    fn time(&self) -> Millis;
+    fn sender(&self) -> &str;
+    fn text(&self) -> &str;
+}
+
+/// Resolves once an appended message is durable (or could not be stored).
+pub type Committed = oneshot::Receiver<Result<(), StoreError>>;
+
+/// The store of record, by backend.
+pub enum Store {
+    Sqlite(sqlite::Sqlite),
+}
+
+impl Store {
+    /// Opens the configured store (SQLite at `options.db`).
+    pub fn open(options: &StorageSection) -> Result<Arc<Store>, StoreError> {
+        Ok(Arc::new(Store::Sqlite(sqlite::Sqlite::open(options)?)))
+    }
+
+    /// A fresh message id: unique across rooms, increasing. The id source is the store's, so a
+    /// backend shared by several processes can hand out ids for all of them.
+    pub fn next_message_id(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.next_message_id(),
+        }
+    }
+
+    /// Queues a message for the next group commit; waits only while the commit queue is full.
+    pub async fn append(&self, room: RoomId, message: Arc<dyn MessageRecord>) -> Committed {
+        match self {
+            Store::Sqlite(s) => s.append(room, message).await,
+        }
+    }
+
+    /// Creates an account; `false` when the name is taken.
+    pub async fn create_account(&self, name: UserName, hash: String) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.create_account(name, hash).await,
+        }
+    }
+
+    /// Creates or re-keys a bot account.
+    pub async fn upsert_bot_account(&self, name: UserName, hash: String) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.upsert_bot_account(name, hash).await,
+        }
+    }
+
+    /// Creates the room if it does not exist; returns its id either way.
+    pub async fn create_room(&self, name: RoomName) -> Result<RoomId, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.create_room(name).await,
+        }
+    }
+
+    /// The password hash of an account, if it exists.
+    pub async fn account_hash(&self, name: UserName) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.account_hash(name).await,
+        }
+    }
+
+    /// All rooms, as (id, name).
+    pub async fn rooms(&self) -> Result<Vec<(RoomId, RoomName)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.rooms().await,
+        }
+    }
+
+    /// Up to `limit` messages of a room before message `before` (all when `None`), oldest first.
+    pub async fn history(&self, room: RoomId, before: Option<u64>, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.history(room, before, limit).await,
+        }
+    }
+
+    /// Commits what is queued and stops. Later writes fail with `Closed`.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}
