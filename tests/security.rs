@@ -200,9 +200,15 @@ async fn non_members_neither_read_nor_post() {
     call(&mut alice, "MSG secret the plan").await;
     expect_line(&mut bob, "the plan", |l| l.as_message().is_some_and(|m| m.text == "the plan")).await;
     assert!(events_so_far(&mut carol).await.is_empty(), "a non-member got an event of the room");
-    for (line, code) in [("HISTORY secret", 403), ("MSG secret let me in", 403), ("PART secret", 403)] {
+    for (line, code) in
+        [("HISTORY secret", 403), ("MSG secret let me in", 403), ("PART secret", 403), ("NAMES secret", 403)]
+    {
         assert_eq!(call(&mut carol, line).await.fin.code, code, "carol: {line}");
     }
+    let who = call(&mut carol, "NAMES secret").await;
+    assert!(who.data.is_empty(), "a non-member learned who is in the room: {:?}", who.data);
+    assert_eq!(call(&mut carol, "NAMES nosuchroom").await.fin.code, 404);
+    assert_eq!(call(&mut alice, "NAMES secret").await.data.len(), 2, "members see each other");
     for line in ["HISTORY secret", "MSG secret hi", "JOIN secret", "NAMES secret"] {
         assert_eq!(call(&mut eve, line).await.fin.code, 402, "eve: {line}");
     }

@@ -137,3 +137,27 @@ fn read_or_create_secret(path: &Path) -> anyhow::Result<String> {
     writeln!(f, "{secret}")?;
     Ok(secret)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageSection;
+
+    #[tokio::test]
+    async fn a_registration_refused_server_wide_does_not_count_against_its_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
+        let limits = Limits { registrations_per_address_per_hour: 2, registrations_per_hour: 1, ..Default::default() };
+        let accounts = Accounts::new(store, &limits, true, &[]).await;
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let password = Password::parse("password1").unwrap();
+        let user = |n: &str| UserName::parse(n).unwrap();
+        assert!(accounts.register(&user("alice"), &password, a).await.is_ok());
+        let refused = accounts.register(&user("bob"), &password, b).await;
+        assert!(matches!(refused, Err(ChatError::Throttled(_))), "the server-wide cap");
+        // b's own allowance (2) is untouched.
+        assert!(accounts.registrations_per_address.hit(&b).is_ok());
+        assert!(accounts.registrations_per_address.hit(&b).is_ok());
+        assert!(accounts.registrations_per_address.hit(&b).is_err());
+    }
+}
