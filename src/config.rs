@@ -231,9 +231,7 @@ impl Config {
     /// Checks what serde cannot: addresses parse, numbers are in range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.server.listen.parse::<SocketAddr>().is_err() {
-            return bad(format!("server.listen {:?} is not an address:port", self.server.listen));
-        }
+        self.listen_addr()?;
         if let Some(plain) = self.plain_listen_addr()? {
             if !plain.ip().is_loopback() && !self.server.allow_plain_non_loopback {
                 return bad(format!(
@@ -258,8 +256,10 @@ impl Config {
         Ok(())
     }
 
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.server.listen.parse().expect("validated")
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!("server.listen {:?} is not an address:port", self.server.listen))
+        })
     }
 
     pub fn plain_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {

@@ -64,7 +64,7 @@ pub async fn run(
 
     let backlog = config.server.listen_backlog;
     let tls_listener =
-        bind(config.listen_addr(), backlog).with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        bind(config.listen_addr()?, backlog).with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let plain_listener = match config.plain_listen_addr()? {
         Some(addr) => Some(bind(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?),
         None => None,

@@ -39,10 +39,18 @@ pub struct LoggedIn {
 }
 
 impl Accounts {
-    pub async fn new(store: Arc<Store>, limits: &Limits, open_registration: bool, bots: &[BotAccount]) -> Accounts {
-        let hasher = Hasher::start(limits.argon2_workers);
-        let dummy_hash = hasher.hash("no such user, but the same work").await.expect("argon2 with default parameters");
-        Accounts {
+    pub async fn new(
+        store: Arc<Store>,
+        limits: &Limits,
+        open_registration: bool,
+        bots: &[BotAccount],
+    ) -> anyhow::Result<Accounts> {
+        let hasher = Hasher::start(limits.argon2_workers)?;
+        let dummy_hash = hasher
+            .hash("no such user, but the same work")
+            .await
+            .ok_or_else(|| anyhow::anyhow!("argon2 could not hash with its default parameters"))?;
+        Ok(Accounts {
             store,
             hasher,
             dummy_hash,
@@ -51,7 +59,7 @@ impl Accounts {
             failures: Backoff::new(limits.login_failures_before_delay),
             registrations_per_address: WindowCounter::new(Duration::from_secs(3600), limits.registrations_per_address_per_hour),
             registrations: WindowCounter::new(Duration::from_secs(3600), limits.registrations_per_hour),
-        }
+        })
     }
 
     async fn hash(&self, password: &Password) -> Result<String, ChatError> {
@@ -148,7 +156,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
         let limits = Limits { registrations_per_address_per_hour: 2, registrations_per_hour: 1, ..Default::default() };
-        let accounts = Accounts::new(store, &limits, true, &[]).await;
+        let accounts = Accounts::new(store, &limits, true, &[]).await.unwrap();
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let password = Password::parse("password1").unwrap();
         let user = |n: &str| UserName::parse(n).unwrap();

@@ -23,17 +23,14 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    pub fn start(workers: usize) -> Hasher {
+    pub fn start(workers: usize) -> std::io::Result<Hasher> {
         let (jobs, rx) = mpsc::channel(4096);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..workers {
             let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("chatd-argon2-{i}"))
-                .spawn(move || worker(rx))
-                .expect("spawn a hashing thread");
+            std::thread::Builder::new().name(format!("chatd-argon2-{i}")).spawn(move || worker(rx))?;
         }
-        Hasher { jobs }
+        Ok(Hasher { jobs })
     }
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) for a new password.
@@ -125,7 +122,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_standard_phc_strings_and_verify() {
-        let hasher = Hasher::start(1);
+        let hasher = Hasher::start(1).unwrap();
         let phc = hasher.hash("correct-horse").await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         // Interoperable with the argon2 crate's own verifier.
@@ -145,7 +142,7 @@ mod tests {
             .hash_password(b"old-password", &salt)
             .unwrap()
             .to_string();
-        let hasher = Hasher::start(1);
+        let hasher = Hasher::start(1).unwrap();
         assert!(hasher.verify("old-password", phc.clone()).await);
         assert!(!hasher.verify("old-passwore", phc).await);
     }

@@ -44,7 +44,8 @@ pub struct Chat {
 impl Chat {
     /// Starts the core on `store`: the password hashers, the bot accounts, the rooms.
     pub async fn start(config: &Config, store: Arc<Store>) -> anyhow::Result<Chat> {
-        let accounts = Accounts::new(store.clone(), &config.limits, config.accounts.open_registration, &config.bots).await;
+        let accounts =
+            Accounts::new(store.clone(), &config.limits, config.accounts.open_registration, &config.bots).await?;
         accounts.provision_bots(&config.bots).await?;
         let bots = Arc::new(Bots::default());
         let initial: Vec<RoomName> = config

@@ -176,7 +176,7 @@ impl Sqlite {
 
     pub async fn close(&self) {
         let _ = self.writer.send(WriteOp::Shutdown).await;
-        let thread = self.thread.lock().unwrap().take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
