@@ -106,10 +106,7 @@ impl Default for Config {
             accounts: AccountsSection::default(),
             rooms: RoomsSection::default(),
             limits: Limits::default(),
-            bots: vec![BotAccount {
-                name: "stockbot".into(),
-                password_file: "data/stockbot.secret".into(),
-            }],
+            bots: vec![BotAccount { name: "stockbot".into(), password_file: "data/stockbot.secret".into() }],
         }
     }
 }
@@ -145,11 +142,7 @@ impl Default for AccountsSection {
 
 impl Default for RoomsSection {
     fn default() -> Self {
-        RoomsSection {
-            auto_create: true,
-            initial: vec!["general".into(), "random".into()],
-            cache_messages: 200,
-        }
+        RoomsSection { auto_create: true, initial: vec!["general".into(), "random".into()], cache_messages: 200 }
     }
 }
 
@@ -201,8 +194,8 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let (mut config, base) = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|error| ConfigError::Read { path: path.into(), error })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
                 let config: Config =
                     toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.into(), error })?;
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -257,9 +250,10 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server.listen.parse().map_err(|_| {
-            ConfigError::Invalid(format!("server.listen {:?} is not an address:port", self.server.listen))
-        })
+        self.server
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("server.listen {:?} is not an address:port", self.server.listen)))
     }
 
     pub fn plain_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {

@@ -64,7 +64,12 @@ pub trait Protocol: Send {
     type Tag: Send;
     fn greet(&mut self, out: &mut Vec<u8>);
     /// Parses and applies one line.
-    fn line(&mut self, client: &mut Client<Self::Tag>, line: Bytes, out: &mut Vec<u8>) -> impl Future<Output = Flow> + Send;
+    fn line(
+        &mut self,
+        client: &mut Client<Self::Tag>,
+        line: Bytes,
+        out: &mut Vec<u8>,
+    ) -> impl Future<Output = Flow> + Send;
     /// A line longer than `max` bytes was discarded.
     fn line_too_long(&mut self, max: usize, out: &mut Vec<u8>);
     fn event(&mut self, event: &Event, to: ConnId, out: &mut Vec<u8>);

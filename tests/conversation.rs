@@ -16,9 +16,11 @@ async fn two_users_see_each_others_messages_live() {
     let joined = call(&mut bob, "JOIN #General").await;
     assert_eq!(joined.fin.code, 200);
     assert_eq!(joined.fin.fields, ["general", "2"]);
-    expect_line(&mut alice, "* JOIN general bob", |l| {
-        matches!(l, ServerLine::Event(e) if e.name == "JOIN" && e.fields == ["general", "bob"])
-    })
+    expect_line(
+        &mut alice,
+        "* JOIN general bob",
+        |l| matches!(l, ServerLine::Event(e) if e.name == "JOIN" && e.fields == ["general", "bob"]),
+    )
     .await;
 
     let ack = call(&mut alice, "@m1 MSG general hi bob, how are you?").await;
@@ -39,7 +41,8 @@ async fn two_users_see_each_others_messages_live() {
     let mut alice2 = d.login("alice").await;
     call(&mut alice2, "JOIN general").await;
     call(&mut alice, "MSG general from my laptop").await;
-    expect_line(&mut alice2, "own message on the other connection", |l| is_msg_from(l, "alice", "from my laptop")).await;
+    expect_line(&mut alice2, "own message on the other connection", |l| is_msg_from(l, "alice", "from my laptop"))
+        .await;
     let ping = call(&mut alice, "PING check").await;
     assert!(ping.events.iter().all(|e| e.name != "MSG"), "the sender got its own message echoed: {:?}", ping.events);
 
@@ -48,9 +51,11 @@ async fn two_users_see_each_others_messages_live() {
     assert_eq!(users, ["alice", "bob"]);
 
     call(&mut bob, "PART general").await;
-    expect_line(&mut alice, "* PART general bob", |l| {
-        matches!(l, ServerLine::Event(e) if e.name == "PART" && e.fields == ["general", "bob"])
-    })
+    expect_line(
+        &mut alice,
+        "* PART general bob",
+        |l| matches!(l, ServerLine::Event(e) if e.name == "PART" && e.fields == ["general", "bob"]),
+    )
     .await;
 }
 
@@ -141,7 +146,8 @@ async fn bot_command_lines_reach_members_but_are_never_stored() {
     assert_eq!(got.as_message().unwrap().room, "general");
     let answer = call(&mut bot, "MSG general MSFT.US quote is $247.18 per share").await;
     assert_eq!(answer.fin.code, 200, "a serving bot may post into the room: {:?}", answer.fin);
-    expect_line(&mut bob, "the bot's answer", |l| is_msg_from(l, "stockbot", "MSFT.US quote is $247.18 per share")).await;
+    expect_line(&mut bob, "the bot's answer", |l| is_msg_from(l, "stockbot", "MSFT.US quote is $247.18 per share"))
+        .await;
 
     let history = call(&mut bob, "HISTORY general").await;
     let texts: Vec<_> = history.data.iter().map(|r| r.text.clone().unwrap()).collect();

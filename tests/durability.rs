@@ -42,7 +42,11 @@ async fn whole_history(d: &Daemon, room: &str) -> Vec<Stored> {
         let mut stored: Vec<Stored> = page
             .data
             .iter()
-            .map(|r| Stored { id: r.fields[1].parse().unwrap(), sender: r.fields[3].clone(), text: r.text.clone().unwrap() })
+            .map(|r| Stored {
+                id: r.fields[1].parse().unwrap(),
+                sender: r.fields[3].clone(),
+                text: r.text.clone().unwrap(),
+            })
             .collect();
         before = Some(stored[0].id);
         stored.append(&mut all);

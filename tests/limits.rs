@@ -34,7 +34,7 @@ async fn a_fast_sender_is_delayed_and_warned_once_and_a_flooder_is_disconnected(
     )
     .await;
     let mut fast = d.client().await; // PING needs no login, and the bucket is still full
-    // 30 lines at once: the burst runs at once, the rest is delayed (not dropped), one NOTICE.
+                                     // 30 lines at once: the burst runs at once, the rest is delayed (not dropped), one NOTICE.
     let burst: String = (0..30).map(|i| format!("@p{i} PING t{i}\r\n")).collect();
     fast.writer.send_raw(burst.as_bytes()).await.unwrap();
     let lines = read_replies(&mut fast, 30).await;
@@ -255,9 +255,7 @@ async fn failed_logins_back_off_per_account_and_per_address_with_a_growing_delay
 
 #[tokio::test]
 async fn a_login_storm_does_not_starve_chat() {
-    let d = Arc::new(
-        Daemon::start_with("[limits]\nargon2_workers = 1\nlogin_failures_before_delay = 1000000").await,
-    );
+    let d = Arc::new(Daemon::start_with("[limits]\nargon2_workers = 1\nlogin_failures_before_delay = 1000000").await);
     let mut alice = d.member("alice", "general").await;
     let mut bob = d.member("bob", "general").await;
     for i in 0..30 {
@@ -272,10 +270,11 @@ async fn a_login_storm_does_not_starve_chat() {
         storm.spawn(async move {
             let mut c = d.client().await;
             while !stop.load(Ordering::Relaxed) {
-                let r = tokio::time::timeout(Duration::from_secs(120), c.call(&format!("LOGIN user{i} wrong-password")))
-                    .await
-                    .expect("a storm login got no answer")
-                    .unwrap();
+                let r =
+                    tokio::time::timeout(Duration::from_secs(120), c.call(&format!("LOGIN user{i} wrong-password")))
+                        .await
+                        .expect("a storm login got no answer")
+                        .unwrap();
                 assert_eq!(r.fin.code, 409);
                 attempts.fetch_add(1, Ordering::Relaxed);
             }

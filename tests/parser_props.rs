@@ -128,7 +128,11 @@ fn the_generators_produce_valid_commands() {
     let mut runner = TestRunner::deterministic();
     let lines: Vec<Vec<u8>> = (0..5000).map(|_| any_line().new_tree(&mut runner).unwrap().current()).collect();
     let parsed: Vec<_> = lines.iter().filter_map(|l| parse_line(l, 2000).ok()).collect();
-    assert!(parsed.len() >= 1000, "only {} of 5000 generated lines parse: the property test would be shallow", parsed.len());
+    assert!(
+        parsed.len() >= 1000,
+        "only {} of 5000 generated lines parse: the property test would be shallow",
+        parsed.len()
+    );
     for verb in chatd_proto::command::ALL_VERBS {
         assert!(parsed.iter().any(|r| r.command.verb() == verb), "no generated {verb:?} parses");
     }

@@ -225,7 +225,8 @@ async fn non_members_neither_read_nor_post() {
     assert!(!events_so_far(&mut bob).await.iter().any(|e| e.name == "MSG"), "bob hears the room after LOGOUT");
     assert_eq!(call(&mut bob, "MSG secret hi").await.fin.code, 402);
     // The messages posted by those who may never included carol's attempt.
-    let history: Vec<String> = call(&mut alice, "HISTORY secret").await.data.iter().map(|r| r.text.clone().unwrap()).collect();
+    let history: Vec<String> =
+        call(&mut alice, "HISTORY secret").await.data.iter().map(|r| r.text.clone().unwrap()).collect();
     assert_eq!(history, ["the plan", "after carol left", "bob logged out"]);
 }
 
@@ -270,7 +271,17 @@ async fn the_bot_account_cannot_be_guessed_or_taken() {
     let mut c = d.client().await;
     assert_eq!(call(&mut c, "REGISTER stockbot password1").await.fin.code, 410);
     assert_eq!(call(&mut c, "REGISTER StockBot password1").await.fin.code, 410);
-    for guess in ["password", "12345678", "stockbot", "stockbot1", "Stockbot123", "changeme", "password1", "qwertyuiop", "letmein!"] {
+    for guess in [
+        "password",
+        "12345678",
+        "stockbot",
+        "stockbot1",
+        "Stockbot123",
+        "changeme",
+        "password1",
+        "qwertyuiop",
+        "letmein!",
+    ] {
         let r = call(&mut c, &format!("LOGIN stockbot {guess}")).await;
         assert_eq!(r.fin.code, 409, "guess {guess:?}: {:?}", r.fin);
     }

@@ -62,10 +62,7 @@ impl LineConn {
 
     pub fn from_stream(stream: Box<dyn Stream>) -> Self {
         let (r, w) = tokio::io::split(stream);
-        LineConn {
-            reader: LineReader { inner: BufReader::new(r), buf: Vec::new() },
-            writer: LineWriter { inner: w },
-        }
+        LineConn { reader: LineReader { inner: BufReader::new(r), buf: Vec::new() }, writer: LineWriter { inner: w } }
     }
 
     pub fn split(self) -> (LineReader, LineWriter) {
@@ -164,9 +161,7 @@ impl LineReader {
     pub async fn next(&mut self) -> io::Result<Option<ServerLine>> {
         match self.read_line().await? {
             None => Ok(None),
-            Some(line) => ServerLine::parse(&line)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Some(line) => ServerLine::parse(&line).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
         }
     }
 }

@@ -173,11 +173,9 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = self.verb().as_str();
         match self {
-            Command::Help(None)
-            | Command::Logout
-            | Command::Quit(None)
-            | Command::Rooms
-            | Command::Ping(None) => f.write_str(verb),
+            Command::Help(None) | Command::Logout | Command::Quit(None) | Command::Rooms | Command::Ping(None) => {
+                f.write_str(verb)
+            }
             Command::Help(Some(v)) => write!(f, "{verb} {}", v.as_str()),
             Command::Register { user, password } | Command::Login { user, password } => {
                 write!(f, "{verb} {user} {password}")

@@ -132,14 +132,7 @@ fn split_text(line: &str) -> (&str, Option<String>) {
 }
 
 /// Appends a reply line (with CRLF) to `out`. Fields must not contain spaces or start with `:`.
-pub fn write_reply(
-    out: &mut Vec<u8>,
-    label: Option<&str>,
-    code: u16,
-    verb: &str,
-    fields: &[&str],
-    text: Option<&str>,
-) {
+pub fn write_reply(out: &mut Vec<u8>, label: Option<&str>, code: u16, verb: &str, fields: &[&str], text: Option<&str>) {
     if let Some(l) = label {
         out.push(b'@');
         out.extend_from_slice(l.as_bytes());

@@ -59,9 +59,8 @@ impl RoomName {
 
 impl Label {
     pub fn parse(s: &str) -> Option<Label> {
-        ((1..=32).contains(&s.len())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        .then(|| Label(s.to_string()))
+        ((1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            .then(|| Label(s.to_string()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -80,8 +79,7 @@ impl Password {
 
 impl CommandWord {
     pub fn parse(s: &str) -> Option<CommandWord> {
-        ((1..=32).contains(&s.len()) && s.chars().all(is_name_char))
-            .then(|| CommandWord(s.to_ascii_lowercase()))
+        ((1..=32).contains(&s.len()) && s.chars().all(is_name_char)).then(|| CommandWord(s.to_ascii_lowercase()))
     }
     /// The command word of a bot command line (`/stock=aapl.us` → `stock`), if `text` is one.
     pub fn of_bot_line(text: &str) -> Option<CommandWord> {

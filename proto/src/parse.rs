@@ -106,10 +106,7 @@ pub fn parse_line(bytes: &[u8], max_message_bytes: usize) -> Result<Request, Rej
 
 /// `[@label SP] word`, returning the rest after the word (which starts with a space or is empty).
 fn head(line: &str) -> IResult<&str, (Option<&str>, &str)> {
-    pair(
-        opt(terminated(preceded(char('@'), take_while1(|c| c != ' ')), space1)),
-        take_while1(|c: char| c != ' '),
-    )(line)
+    pair(opt(terminated(preceded(char('@'), take_while1(|c| c != ' ')), space1)), take_while1(|c: char| c != ' '))(line)
 }
 
 fn word(i: &str) -> IResult<&str, &str> {

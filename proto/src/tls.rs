@@ -61,8 +61,7 @@ pub fn client_config(trust: &Trust) -> io::Result<Arc<ClientConfig>> {
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         Trust::CaFile(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let pem = std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             let mut roots = RootCertStore::empty();
             for cert in rustls_pemfile::certs(&mut &pem[..]) {
                 roots.add(cert?).map_err(io::Error::other)?;
@@ -86,11 +85,7 @@ pub fn client_config(trust: &Trust) -> io::Result<Arc<ClientConfig>> {
 
 /// Opens a TCP connection to `addr` and runs the TLS handshake, checking the certificate against
 /// `server_name` (ignored for a pinned fingerprint).
-pub async fn connect(
-    addr: &str,
-    server_name: &str,
-    config: Arc<ClientConfig>,
-) -> io::Result<TlsStream<TcpStream>> {
+pub async fn connect(addr: &str, server_name: &str, config: Arc<ClientConfig>) -> io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(server_name.to_string()).map_err(io::Error::other)?;
@@ -134,9 +129,7 @@ impl ServerCertVerifier for PinnedVerifier {
         *self.seen.lock().unwrap() = Some(fingerprint_hex(end_entity));
         match self.pin {
             None => Ok(ServerCertVerified::assertion()),
-            Some(pin) if Sha256::digest(end_entity.as_ref())[..] == pin[..] => {
-                Ok(ServerCertVerified::assertion())
-            }
+            Some(pin) if Sha256::digest(end_entity.as_ref())[..] == pin[..] => Ok(ServerCertVerified::assertion()),
             Some(_) => Err(rustls::Error::General(format!(
                 "certificate fingerprint {} does not match the pinned one",
                 fingerprint_hex(end_entity)
@@ -150,12 +143,7 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -164,12 +152,7 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

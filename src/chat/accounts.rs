@@ -57,7 +57,10 @@ impl Accounts {
             open_registration,
             bots: bots.iter().filter_map(|b| UserName::parse(&b.name)).collect(),
             failures: Backoff::new(limits.login_failures_before_delay),
-            registrations_per_address: WindowCounter::new(Duration::from_secs(3600), limits.registrations_per_address_per_hour),
+            registrations_per_address: WindowCounter::new(
+                Duration::from_secs(3600),
+                limits.registrations_per_address_per_hour,
+            ),
             registrations: WindowCounter::new(Duration::from_secs(3600), limits.registrations_per_hour),
         })
     }

@@ -33,7 +33,10 @@ pub enum Identity {
     User(UserName),
     /// A bot account; `serving` once it asked for bot command lines (it may then post in rooms it
     /// has not joined).
-    Bot { name: UserName, serving: bool },
+    Bot {
+        name: UserName,
+        serving: bool,
+    },
 }
 
 /// What a post became.

@@ -18,9 +18,7 @@ pub fn now_millis() -> Millis {
 
 /// RFC 3339, UTC, millisecond precision: `2026-11-29T04:48:06.123Z`.
 pub fn format_time(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A stored chat message.

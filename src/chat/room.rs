@@ -280,7 +280,10 @@ impl Room {
                 *n == 1
             };
             if first {
-                self.broadcast(Event::Joined(Arc::new(Membership { room: self.name.clone(), user: user.clone() })), None);
+                self.broadcast(
+                    Event::Joined(Arc::new(Membership { room: self.name.clone(), user: user.clone() })),
+                    None,
+                );
             }
             self.members.insert(conn, Member { user, outbox });
             self.user_count.store(self.users.len(), Ordering::Relaxed);
@@ -373,7 +376,8 @@ impl Room {
     fn bot_command(&mut self, said: Said, word: CommandWord) -> Result<(Millis, usize), ChatError> {
         self.may_post(&said)?;
         let (conn, time) = (said.conn, self.next_time());
-        let event = Event::Command(Arc::new(BotLine { room: self.name.clone(), time, sender: said.user, text: said.text }));
+        let event =
+            Event::Command(Arc::new(BotLine { room: self.name.clone(), time, sender: said.user, text: said.text }));
         self.broadcast(event.clone(), Some(conn));
         let members = &self.members;
         let bots = self.bots.relay(&word, &event, |c| c == conn || members.contains_key(&c));
@@ -498,7 +502,8 @@ mod tests {
         let (dave_out, mut dave_in) = outbox(2, 100, 1 << 20);
         room.join(1, user("alice"), alice_out).await.unwrap();
         let post = |text: &str| room.post(said(1, "alice", text));
-        let (_, _, joined, _) = tokio::join!(post("one"), post("two"), room.join(2, user("dave"), dave_out), post("three"));
+        let (_, _, joined, _) =
+            tokio::join!(post("one"), post("two"), room.join(2, user("dave"), dave_out), post("three"));
         let history: Vec<&str> = joined.as_ref().unwrap().history.iter().map(|p| p.msg.text.as_str()).collect();
         assert_eq!(history, ["one", "two"]);
         let first = tokio::time::timeout(Duration::from_secs(5), dave_in.recv()).await.unwrap().unwrap();

@@ -53,7 +53,12 @@ async fn settle_owed(client: &mut NativeClient, out: &mut Vec<u8>) {
     }
 }
 
-async fn execute(client: &mut NativeClient, command: Command, label: Option<chatd_proto::names::Label>, r: &mut Replies<'_>) -> Result<Flow, ChatError> {
+async fn execute(
+    client: &mut NativeClient,
+    command: Command,
+    label: Option<chatd_proto::names::Label>,
+    r: &mut Replies<'_>,
+) -> Result<Flow, ChatError> {
     match command {
         Command::Help(topic) => help(topic, r),
         Command::Register { user, password } => register(client, &user, &password, r).await?,
@@ -93,13 +98,23 @@ fn help(topic: Option<Verb>, r: &mut Replies<'_>) {
     r.ok(&[], Some("end of help; the full protocol is in PROTOCOL.md"));
 }
 
-async fn register(client: &mut NativeClient, user: &UserName, password: &Password, r: &mut Replies<'_>) -> Result<(), ChatError> {
+async fn register(
+    client: &mut NativeClient,
+    user: &UserName,
+    password: &Password,
+    r: &mut Replies<'_>,
+) -> Result<(), ChatError> {
     let user = client.register(user, password).await?;
     r.ok(&[user.as_str()], Some(&format!("account created, logged in as {user}")));
     Ok(())
 }
 
-async fn login(client: &mut NativeClient, user: &UserName, password: &Password, r: &mut Replies<'_>) -> Result<(), ChatError> {
+async fn login(
+    client: &mut NativeClient,
+    user: &UserName,
+    password: &Password,
+    r: &mut Replies<'_>,
+) -> Result<(), ChatError> {
     let user = client.login(user, password).await?;
     r.ok(&[user.as_str()], Some(&format!("logged in as {user}")));
     Ok(())

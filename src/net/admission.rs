@@ -106,5 +106,4 @@ mod tests {
         drop(a);
         assert!(gate.admit(ip).is_ok());
     }
-
 }

@@ -61,8 +61,13 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 impl Listener {
     /// Accepts connections until the shutdown signal; `serve` runs each admitted connection. Every
     /// connection's task holds a clone of `done`, so the caller knows when all have ended.
-    pub async fn accept_loop<S, F>(self, listener: TcpListener, serve: S, signal: CancellationToken, done: mpsc::Sender<()>)
-    where
+    pub async fn accept_loop<S, F>(
+        self,
+        listener: TcpListener,
+        serve: S,
+        signal: CancellationToken,
+        done: mpsc::Sender<()>,
+    ) where
         S: Fn(BoxStream, SocketAddr, Shutdown) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {

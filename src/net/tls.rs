@@ -29,16 +29,16 @@ pub fn load_or_create(tls: &TlsSection) -> anyhow::Result<ServerTls> {
         }
         generate(&tls.cert, &tls.key)?;
     }
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &std::fs::read(&tls.cert)
-        .with_context(|| tls.cert.display().to_string())?[..])
-    .collect::<Result<_, _>>()
-    .with_context(|| format!("{}: not a PEM certificate", tls.cert.display()))?;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut &std::fs::read(&tls.cert).with_context(|| tls.cert.display().to_string())?[..])
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}: not a PEM certificate", tls.cert.display()))?;
     let leaf = certs.first().ok_or_else(|| anyhow!("{}: no certificate", tls.cert.display()))?;
     let fingerprint = chatd_proto::fingerprint_hex(leaf);
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &std::fs::read(&tls.key)
-        .with_context(|| tls.key.display().to_string())?[..])
-    .with_context(|| format!("{}: not a PEM key", tls.key.display()))?
-    .ok_or_else(|| anyhow!("{}: no private key", tls.key.display()))?;
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut &std::fs::read(&tls.key).with_context(|| tls.key.display().to_string())?[..])
+            .with_context(|| format!("{}: not a PEM key", tls.key.display()))?
+            .ok_or_else(|| anyhow!("{}: no private key", tls.key.display()))?;
     let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()

@@ -105,7 +105,12 @@ impl Store {
     }
 
     /// Up to `limit` messages of a room before message `before` (all when `None`), oldest first.
-    pub async fn history(&self, room: RoomId, before: Option<u64>, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+    pub async fn history(
+        &self,
+        room: RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         match self {
             Store::Sqlite(s) => s.history(room, before, limit).await,
         }

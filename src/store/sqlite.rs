@@ -152,7 +152,12 @@ impl Sqlite {
         .await
     }
 
-    pub async fn history(&self, room: RoomId, before: Option<u64>, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+    pub async fn history(
+        &self,
+        room: RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         self.read(move |c| {
             let before = before.map(|b| b as i64).unwrap_or(i64::MAX);
             let mut stmt = c.prepare_cached(
@@ -202,9 +207,8 @@ fn open_checked(path: &Path, options: &StorageSection) -> Result<Connection, Sto
     )?;
     conn.busy_timeout(std::time::Duration::from_millis(options.busy_timeout_ms))?;
     let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
-    let tables: i64 = conn
-        .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
-        .map_err(|e| foreign(e.to_string()))?;
+    let tables: i64 =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
     if app_id == 0 && tables == 0 {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; \
@@ -273,7 +277,9 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
             tracing::error!(error = %e, ops = batch.len(), "storage commit failed; nothing in the batch was stored");
             for op in batch.drain(..) {
                 match op {
-                    WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
+                    WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. } => {
+                        drop(ack.send(Err(e.clone())))
+                    }
                     WriteOp::CreateAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
                     WriteOp::CreateRoom { ack, .. } => drop(ack.send(Err(e.clone()))),
                     WriteOp::Shutdown => {}
@@ -284,7 +290,9 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
     };
     for (op, outcome) in batch.drain(..).zip(outcomes) {
         match (op, outcome) {
-            (WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. }, Outcome::Unit) => drop(ack.send(Ok(()))),
+            (WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. }, Outcome::Unit) => {
+                drop(ack.send(Ok(())))
+            }
             (WriteOp::CreateAccount { ack, .. }, Outcome::Created(created)) => drop(ack.send(Ok(created))),
             (WriteOp::CreateRoom { ack, .. }, Outcome::RoomId(id)) => drop(ack.send(Ok(id))),
             (WriteOp::Shutdown, _) => {}
@@ -303,7 +311,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreE
         }
         WriteOp::CreateAccount { name, hash, .. } => {
             let n = tx
-                .prepare_cached("INSERT OR IGNORE INTO accounts (name, hash, is_bot, created_ms) VALUES (?1, ?2, 0, ?3)")?
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO accounts (name, hash, is_bot, created_ms) VALUES (?1, ?2, 0, ?3)",
+                )?
                 .execute(params![name.as_str(), hash, now])?;
             Outcome::Created(n == 1)
         }
@@ -318,7 +328,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreE
         WriteOp::CreateRoom { name, .. } => {
             tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")?
                 .execute(params![name.as_str(), now])?;
-            Outcome::RoomId(tx.prepare_cached("SELECT id FROM rooms WHERE name = ?1")?.query_row([name.as_str()], |r| r.get(0))?)
+            Outcome::RoomId(
+                tx.prepare_cached("SELECT id FROM rooms WHERE name = ?1")?.query_row([name.as_str()], |r| r.get(0))?,
+            )
         }
         WriteOp::Shutdown => Outcome::Unit,
     })

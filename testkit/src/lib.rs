@@ -102,7 +102,11 @@ impl Daemon {
         if let Some(listen) = listen {
             cmd.arg("--listen").arg(listen);
         }
-        cmd.current_dir(&self.dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log)).kill_on_drop(true);
+        cmd.current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn chatd");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -267,4 +271,3 @@ pub async fn expect_line(conn: &mut LineConn, what: &str, pred: impl Fn(&ServerL
     };
     tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
-
