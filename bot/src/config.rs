@@ -5,8 +5,8 @@
 //!
 //! Secrets never come from a command-line argument (they would show in `ps`): the bot's password
 //! comes from `--password-file` or the `CHATD_BOT_PASSWORD` variable, API keys from a key file or
-//! the `FINNHUB_API_KEY` / `ALPHAVANTAGE_API_KEY` variables. The variables are removed from the
-//! process environment once read.
+//! the `STOOQ_API_KEY` / `FINNHUB_API_KEY` / `ALPHAVANTAGE_API_KEY` variables. The variables are
+//! removed from the process environment once read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +16,9 @@ use chatd_proto::{parse_fingerprint, Trust};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
-use crate::source::{ApiKey, Source, ALPHA_VANTAGE_URL, FINNHUB_URL, STOOQ_URL};
+use crate::command::is_valid_code;
+use crate::source::{ApiKey, Source, ALPHA_VANTAGE_URL, FINNHUB_URL, STOOQ_DAILY_URL, STOOQ_URL};
+pub use crate::stooq::STOOQ_KEY_ENV;
 
 /// Environment variable with the bot's password (used when no password file is given).
 pub const PASSWORD_ENV: &str = "CHATD_BOT_PASSWORD";
@@ -89,6 +91,16 @@ pub struct Args {
     #[arg(long, env = "CHATD_BOT_QUOTE_URL", value_name = "URL")]
     pub quote_url: Option<String>,
 
+    /// File holding the stooq API key (else $STOOQ_API_KEY); without one, only stooq's quote
+    /// endpoint is asked, without a key.
+    #[arg(long, env = "CHATD_BOT_STOOQ_KEY_FILE", value_name = "FILE")]
+    pub stooq_key_file: Option<PathBuf>,
+
+    /// stooq daily-history URL template, asked (with the key) when the quote URL fails
+    /// [default: https://stooq.com/q/d/l/?s={code}&i=d].
+    #[arg(long, env = "CHATD_BOT_DAILY_URL", value_name = "URL")]
+    pub daily_url: Option<String>,
+
     /// Finnhub base URL [default: https://finnhub.io].
     #[arg(long, env = "CHATD_BOT_FINNHUB_URL", value_name = "URL")]
     pub finnhub_url: Option<String>,
@@ -150,6 +162,11 @@ pub struct Args {
     /// [default: 60].
     #[arg(long, env = "CHATD_BOT_KEEPALIVE", value_name = "SECS", value_parser = parse_secs)]
     pub keepalive: Option<f64>,
+
+    /// Fetch one quote (default aapl.us) through the configured sources, print every request and
+    /// answer (keys hidden) and the reply a user would see, then exit: 0 when a price came back.
+    #[arg(long, value_name = "CODE", num_args = 0..=1, default_missing_value = crate::check::DEFAULT_CODE)]
+    pub check: Option<String>,
 }
 
 /// The same settings, read from the TOML file.
@@ -167,6 +184,8 @@ pub struct FileConfig {
     pub source: Option<SourceKind>,
     pub fallback: Option<SourceKind>,
     pub quote_url: Option<String>,
+    pub stooq_key_file: Option<PathBuf>,
+    pub daily_url: Option<String>,
     pub finnhub_url: Option<String>,
     pub finnhub_key_file: Option<PathBuf>,
     pub alphavantage_url: Option<String>,
@@ -271,6 +290,29 @@ pub struct Config {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub keepalive: Duration,
+    /// `--check`: the code to check (valid, lower case) instead of serving.
+    pub check: Option<String>,
+}
+
+/// The secrets read from the environment (and then removed from it).
+#[derive(Default)]
+pub struct EnvSecrets {
+    pub password: Option<String>,
+    pub stooq_key: Option<String>,
+    pub finnhub_key: Option<String>,
+    pub alphavantage_key: Option<String>,
+}
+
+impl EnvSecrets {
+    /// Takes the variables out of the environment. Call before any thread starts.
+    pub fn take() -> EnvSecrets {
+        EnvSecrets {
+            password: take_env(PASSWORD_ENV),
+            stooq_key: take_env(STOOQ_KEY_ENV),
+            finnhub_key: take_env(FINNHUB_KEY_ENV),
+            alphavantage_key: take_env(ALPHA_VANTAGE_KEY_ENV),
+        }
+    }
 }
 
 impl Config {
@@ -278,19 +320,12 @@ impl Config {
     /// of the environment.
     pub fn load() -> anyhow::Result<Config> {
         let args = Args::parse();
-        let env_password = take_env(PASSWORD_ENV);
-        let finnhub_key = take_env(FINNHUB_KEY_ENV);
-        let av_key = take_env(ALPHA_VANTAGE_KEY_ENV);
-        Config::build(args, env_password, finnhub_key, av_key)
+        Config::build(args, EnvSecrets::take())
     }
 
     /// Merges flags, the file they name and the given secrets from the environment.
-    pub fn build(
-        args: Args,
-        env_password: Option<String>,
-        finnhub_key: Option<String>,
-        av_key: Option<String>,
-    ) -> anyhow::Result<Config> {
+    pub fn build(args: Args, env: EnvSecrets) -> anyhow::Result<Config> {
+        let EnvSecrets { password: env_password, stooq_key, finnhub_key, alphavantage_key: av_key } = env;
         let (file, base) = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -333,6 +368,12 @@ impl Config {
         if !quote_url.contains("{code}") {
             bail!("the quote URL template must contain {{code}}: {quote_url}");
         }
+        let daily_url = args.daily_url.or(file.daily_url).unwrap_or_else(|| STOOQ_DAILY_URL.to_string());
+        if !daily_url.contains("{code}") {
+            bail!("the daily URL template must contain {{code}}: {daily_url}");
+        }
+        let stooq_key_file = args.stooq_key_file.or(file.stooq_key_file.map(&rel));
+        let stooq_key = optional_api_key("stooq", stooq_key_file.as_deref(), stooq_key.as_deref())?;
         let finnhub_url = args.finnhub_url.or(file.finnhub_url).unwrap_or_else(|| FINNHUB_URL.to_string());
         let av_url = args.alphavantage_url.or(file.alphavantage_url).unwrap_or_else(|| ALPHA_VANTAGE_URL.to_string());
         let finnhub_key_file = args.finnhub_key_file.or(file.finnhub_key_file.map(&rel));
@@ -341,7 +382,11 @@ impl Config {
         let make_source = |kind: SourceKind| -> anyhow::Result<Option<Source>> {
             Ok(match kind {
                 SourceKind::None => None,
-                SourceKind::Stooq => Some(Source::Stooq { url_template: quote_url.clone() }),
+                SourceKind::Stooq => Some(Source::Stooq {
+                    url_template: quote_url.clone(),
+                    daily_template: daily_url.clone(),
+                    key: stooq_key.clone(),
+                }),
                 SourceKind::Finnhub => Some(Source::Finnhub {
                     base_url: finnhub_url.clone(),
                     key: api_key("Finnhub", finnhub_key_file.as_deref(), finnhub_key.as_deref(), FINNHUB_KEY_ENV)?,
@@ -382,7 +427,13 @@ impl Config {
             backoff_min: secs(args.backoff_min.or(file.backoff_min).unwrap_or(0.5)),
             backoff_max: secs(args.backoff_max.or(file.backoff_max).unwrap_or(30.0)),
             keepalive: secs(args.keepalive.or(file.keepalive).unwrap_or(60.0)),
+            check: args.check.map(|c| c.trim().to_ascii_lowercase()),
         };
+        if let Some(code) = &config.check {
+            if !is_valid_code(code) {
+                bail!("--check: {code:?} is not a quote code (e.g. aapl.us)");
+            }
+        }
         if config.timeout.is_zero() {
             bail!("the timeout must be positive");
         }
@@ -407,17 +458,23 @@ fn fingerprint(s: &str) -> anyhow::Result<[u8; 32]> {
 }
 
 fn api_key(service: &str, file: Option<&Path>, env: Option<&str>, env_name: &str) -> anyhow::Result<ApiKey> {
+    optional_api_key(service, file, env)?
+        .with_context(|| format!("{service} needs an API key: give its key file or set {env_name}"))
+}
+
+/// The key from its file (which wins) or the environment; `None` when neither is given.
+fn optional_api_key(service: &str, file: Option<&Path>, env: Option<&str>) -> anyhow::Result<Option<ApiKey>> {
     let key = match (file, env) {
         (Some(path), _) => std::fs::read_to_string(path)
             .with_context(|| format!("reading the {service} key file {}", path.display()))?,
         (None, Some(v)) => v.to_string(),
-        (None, None) => bail!("{service} needs an API key: give its key file or set {env_name}"),
+        (None, None) => return Ok(None),
     };
     let key = key.trim().to_string();
     if key.is_empty() {
         bail!("the {service} API key is empty");
     }
-    Ok(ApiKey(key))
+    Ok(Some(ApiKey(key)))
 }
 
 fn take_env(name: &str) -> Option<String> {
@@ -439,14 +496,15 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = Config::build(parse(&[]), None, None, None).unwrap();
+        let c = Config::build(parse(&[]), EnvSecrets::default()).unwrap();
         assert_eq!(c.addr, "127.0.0.1:6697");
         assert_eq!(c.server_name, "localhost");
         assert_eq!(c.user, "stockbot");
         assert_eq!(c.command, "stock");
         assert!(matches!(c.trust, TrustSetting::Default));
         assert!(matches!(&c.password, PasswordSource::File(p) if p == Path::new("data/stockbot.secret")));
-        assert_eq!(c.primary, Source::Stooq { url_template: STOOQ_URL.into() });
+        assert_eq!(c.primary, Source::stooq(STOOQ_URL));
+        assert_eq!(c.check, None);
         assert_eq!(c.fallback, None);
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!((c.max_concurrent, c.rate_limit), (16, 5));
@@ -462,16 +520,18 @@ mod tests {
                 "http://127.0.0.1:1/q/l/?s={code}", "--timeout", "0.5", "--fallback", "finnhub",
                 "--finnhub-url", "http://127.0.0.1:2",
             ]),
-            Some("pw-from-env".into()),
-            Some("fh-key".into()),
-            None,
+            EnvSecrets {
+                password: Some("pw-from-env".into()),
+                finnhub_key: Some("fh-key".into()),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(c.addr, "127.0.0.1:7000");
         assert!(matches!(c.trust, TrustSetting::Fixed(Trust::Fingerprint(fp)) if fp == [0xab; 32]));
         assert!(matches!(&c.password, PasswordSource::Value(v) if v == "pw-from-env"));
         assert_eq!(c.timeout, Duration::from_millis(500));
-        assert_eq!(c.primary, Source::Stooq { url_template: "http://127.0.0.1:1/q/l/?s={code}".into() });
+        assert_eq!(c.primary, Source::stooq("http://127.0.0.1:1/q/l/?s={code}"));
         assert_eq!(
             c.fallback,
             Some(Source::Finnhub { base_url: "http://127.0.0.1:2".into(), key: ApiKey("fh-key".into()) })
@@ -480,9 +540,9 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(Config::build(parse(&["--quote-url", "http://x/"]), None, None, None).is_err());
-        assert!(Config::build(parse(&["--source", "finnhub"]), None, None, None).is_err(), "no key");
-        assert!(Config::build(parse(&["--fingerprint", "zz"]), None, None, None).is_err());
+        assert!(Config::build(parse(&["--quote-url", "http://x/"]), EnvSecrets::default()).is_err());
+        assert!(Config::build(parse(&["--source", "finnhub"]), EnvSecrets::default()).is_err(), "no key");
+        assert!(Config::build(parse(&["--fingerprint", "zz"]), EnvSecrets::default()).is_err());
         assert!(Args::try_parse_from(["chatd-bot", "--ca", "x", "--fingerprint", "y"]).is_err());
         assert!(Args::try_parse_from(["chatd-bot", "--timeout", "-1"]).is_err());
         assert!(Args::try_parse_from(["chatd-bot", "--password", "x"]).is_err(), "no password flag");
@@ -509,7 +569,7 @@ cache_ttl = 0
         )
         .unwrap();
         let args = parse(&["--config", path.to_str().unwrap(), "--rate-limit", "7"]);
-        let c = Config::build(args, None, None, None).unwrap();
+        let c = Config::build(args, EnvSecrets::default()).unwrap();
         assert_eq!(c.addr, "127.0.0.1:7001");
         assert!(matches!(&c.trust, TrustSetting::Fixed(Trust::CaFile(p)) if *p == dir.join("certs/ca.pem")));
         assert!(matches!(&c.password, PasswordSource::File(p) if *p == dir.join("data/stockbot.secret")));
@@ -518,7 +578,7 @@ cache_ttl = 0
         assert_eq!(c.rate_limit, 7, "flag wins over file");
         assert_eq!(c.cache_ttl, Duration::ZERO);
         std::fs::write(&path, "bogus_key = 1\n").unwrap();
-        assert!(Config::build(parse(&["--config", path.to_str().unwrap()]), None, None, None).is_err());
+        assert!(Config::build(parse(&["--config", path.to_str().unwrap()]), EnvSecrets::default()).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -527,7 +587,44 @@ cache_ttl = 0
         let file: FileConfig = toml::from_str(include_str!("../bot.example.toml")).unwrap();
         assert_eq!(file.addr.as_deref(), Some("127.0.0.1:6697"));
         assert_eq!(file.quote_url.as_deref(), Some(STOOQ_URL));
+        assert_eq!(file.daily_url.as_deref(), Some(STOOQ_DAILY_URL));
         assert_eq!((file.timeout, file.rate_limit, file.max_concurrent), (Some(5.0), Some(5), Some(16)));
+    }
+
+    #[test]
+    fn stooq_key_and_check() {
+        let stooq_key = |c: &Config| match &c.primary {
+            Source::Stooq { key, .. } => key.clone(),
+            other => panic!("{other:?}"),
+        };
+        let c = Config::build(parse(&[]), EnvSecrets::default()).unwrap();
+        assert_eq!(stooq_key(&c), None);
+        let env = || EnvSecrets { stooq_key: Some(" env-key\n".into()), ..Default::default() };
+        let c = Config::build(parse(&["--daily-url", "http://127.0.0.1:1/q/d/l/?s={code}&i=d"]), env()).unwrap();
+        assert_eq!(stooq_key(&c), Some(ApiKey("env-key".into())));
+        assert!(
+            matches!(&c.primary, Source::Stooq { daily_template, .. } if daily_template.starts_with("http://127.0.0.1:1/"))
+        );
+
+        let dir = std::env::temp_dir().join(format!("chatd-bot-stooq-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("stooq.key");
+        std::fs::write(&file, "file-key\n").unwrap();
+        let c = Config::build(parse(&["--stooq-key-file", file.to_str().unwrap()]), env()).unwrap();
+        assert_eq!(stooq_key(&c), Some(ApiKey("file-key".into())), "the file wins over the variable");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(Config::build(parse(&["--stooq-key-file", file.to_str().unwrap()]), env()).is_err(), "empty key");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(Args::try_parse_from(["chatd-bot", "--stooq-key", "x"]).is_err(), "no key flag");
+        assert!(Config::build(parse(&["--daily-url", "http://x/"]), EnvSecrets::default()).is_err());
+
+        assert_eq!(
+            Config::build(parse(&["--check"]), EnvSecrets::default()).unwrap().check.as_deref(),
+            Some("aapl.us")
+        );
+        let c = Config::build(parse(&["--check", "MSFT.US"]), EnvSecrets::default()).unwrap();
+        assert_eq!(c.check.as_deref(), Some("msft.us"));
+        assert!(Config::build(parse(&["--check", "a b"]), EnvSecrets::default()).is_err());
     }
 
     #[test]
