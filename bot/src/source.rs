@@ -236,7 +236,8 @@ impl Sources {
         'sources: for source in self.sources() {
             for endpoint in source.endpoints() {
                 if let Some(Err(previous)) = &result {
-                    tracing::info!(code, next = endpoint.name(), error = %self.redactor.redact(&previous.to_string()), "asking the next source");
+                    let error = self.redactor.redact(&previous.to_string());
+                    tracing::info!(code, next = endpoint.name(), %error, "asking the next source");
                 }
                 let attempt = self.attempt(source, endpoint, code).await;
                 let outcome = attempt.result.clone();

@@ -5,7 +5,8 @@
 //! daily history, keyed `d:<code>`) and `/api/v1/quote?symbol=X` (Finnhub, keyed
 //! `fh:<lower-case symbol>`). Every request target is recorded, so a test can see what was sent.
 //! Each key can be given a body, an HTTP status, a gate (the answer waits until the test opens
-//! it), a connection closed without an answer, or no answer at all. Unknown keys get stooq's `N/D` row for the symbol, as the live service does.
+//! it), a connection closed without an answer, or no answer at all. Unknown keys get stooq's `N/D`
+//! row for the symbol, as the live service does.
 
 #![allow(dead_code)]
 
