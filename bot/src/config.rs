@@ -3,20 +3,28 @@
 //! variable wins over the file, the file over the built-in default. Relative paths in the file are
 //! relative to the file's directory; on the command line, to the working directory.
 //!
+//! Each setting is declared once, in [`Settings`]: its flag, variable, file key, help text and
+//! default. The same struct holds a layer (the flags, or the file), layers are merged field by
+//! field, and [`Config`] is what the merged settings resolve to (durations, sources with their
+//! keys, trust, the password source). `bot.example.toml` shows the defaults; a test keeps it equal
+//! to them.
+//!
 //! Secrets never come from a command-line argument (they would show in `ps`): the bot's password
 //! comes from `--password-file` or the `CHATD_BOT_PASSWORD` variable, API keys from a key file or
-//! the `FINNHUB_API_KEY` / `ALPHAVANTAGE_API_KEY` variables. The variables are removed from the
-//! process environment once read.
+//! the `STOOQ_API_KEY` / `FINNHUB_API_KEY` / `ALPHAVANTAGE_API_KEY` variables. The variables are
+//! removed from the process environment once read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chatd_proto::{parse_fingerprint, Trust};
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::Deserialize;
 
-use crate::source::{ApiKey, Source, ALPHA_VANTAGE_URL, FINNHUB_URL, STOOQ_URL};
+use crate::command::is_valid_code;
+use crate::source::{ApiKey, Source, ALPHA_VANTAGE_URL, FINNHUB_URL, STOOQ_DAILY_URL, STOOQ_URL};
+pub use crate::stooq::STOOQ_KEY_ENV;
 
 /// Environment variable with the bot's password (used when no password file is given).
 pub const PASSWORD_ENV: &str = "CHATD_BOT_PASSWORD";
@@ -33,155 +41,295 @@ pub enum SourceKind {
     None,
 }
 
-/// chatd's stock bot: answers `/stock=<code>` in every room with a quote from stooq (or Finnhub /
-/// Alpha Vantage with your own API key).
-#[derive(Debug, Default, Parser)]
-#[command(name = "chatd-bot", version, about, long_about = None)]
-pub struct Args {
-    /// TOML file with any of the settings below (snake_case keys, e.g. quote_url = "...").
-    #[arg(long, env = "CHATD_BOT_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+/// Declares the settings once: each is a field of [`Settings`] (a flag and its `CHATD_BOT_*`
+/// variable through clap, a key of the TOML file through serde) with its default next to it.
+/// Generated: [`Settings::defaults`], [`Settings::over`] (one layer over another, field by field),
+/// [`Settings::relative_to`] (paths in the file) and the `[default: ...]` texts of `--help`.
+macro_rules! settings {
+    (
+        $(#[$struct_attr:meta])*
+        pub struct $name:ident {
+            $( $(#[$attr:meta])* $field:ident : $ty:ty = $default:expr, )*
+        }
+    ) => {
+        $(#[$struct_attr])*
+        pub struct $name {
+            $( $(#[$attr])* pub $field: $ty, )*
+        }
 
-    /// The daemon's TLS address [default: 127.0.0.1:6697].
-    #[arg(long, env = "CHATD_BOT_ADDR", value_name = "HOST:PORT")]
-    pub addr: Option<String>,
+        impl $name {
+            /// The built-in defaults: the one place they are written.
+            pub fn defaults() -> $name {
+                $name { $( $field: $default, )* }
+            }
 
-    /// Name checked against the daemon's certificate [default: localhost].
-    #[arg(long, env = "CHATD_BOT_SERVER_NAME", value_name = "NAME")]
-    pub server_name: Option<String>,
+            /// `self` where it has a value, else `lower`.
+            pub fn over(self, lower: $name) -> $name {
+                $name { $( $field: Setting::over(self.$field, lower.$field), )* }
+            }
 
-    /// Trust the daemon's certificate if a CA in this PEM file signed it
-    /// [default: certs/ca.pem when it exists, else the system roots].
-    #[arg(long, env = "CHATD_BOT_CA", value_name = "PEM", conflicts_with_all = ["fingerprint", "system_roots"])]
-    pub ca: Option<PathBuf>,
+            /// Relative paths made relative to `base` (the config file's directory).
+            pub fn relative_to(self, base: &Path) -> $name {
+                $name { $( $field: Setting::relative_to(self.$field, base), )* }
+            }
 
-    /// Trust exactly the certificate with this SHA-256 fingerprint (AB:CD:... as chatd prints it).
-    #[arg(long, env = "CHATD_BOT_FINGERPRINT", value_name = "SHA256", conflicts_with = "system_roots")]
-    pub fingerprint: Option<String>,
-
-    /// Trust the web PKI roots (a daemon with a certificate from a public CA).
-    #[arg(long, env = "CHATD_BOT_SYSTEM_ROOTS")]
-    pub system_roots: bool,
-
-    /// The bot's account [default: stockbot].
-    #[arg(long, env = "CHATD_BOT_USER", value_name = "NAME")]
-    pub user: Option<String>,
-
-    /// File holding the bot's password (chatd writes data/stockbot.secret). Without it the password
-    /// comes from $CHATD_BOT_PASSWORD, else from data/stockbot.secret.
-    #[arg(long, env = "CHATD_BOT_PASSWORD_FILE", value_name = "FILE")]
-    pub password_file: Option<PathBuf>,
-
-    /// The command word served [default: stock].
-    #[arg(long, env = "CHATD_BOT_COMMAND", value_name = "WORD")]
-    pub command: Option<String>,
-
-    /// Where quotes come from first [default: stooq].
-    #[arg(long, env = "CHATD_BOT_SOURCE", value_name = "SOURCE")]
-    pub source: Option<SourceKind>,
-
-    /// Asked when the first source fails (not for an unknown symbol) [default: none].
-    #[arg(long, env = "CHATD_BOT_FALLBACK", value_name = "SOURCE")]
-    pub fallback: Option<SourceKind>,
-
-    /// stooq URL template; {code} is replaced by the code
-    /// [default: https://stooq.com/q/l/?s={code}&f=sd2t2ohlcv&h&e=csv].
-    #[arg(long, env = "CHATD_BOT_QUOTE_URL", value_name = "URL")]
-    pub quote_url: Option<String>,
-
-    /// Finnhub base URL [default: https://finnhub.io].
-    #[arg(long, env = "CHATD_BOT_FINNHUB_URL", value_name = "URL")]
-    pub finnhub_url: Option<String>,
-
-    /// File holding the Finnhub API key (else $FINNHUB_API_KEY).
-    #[arg(long, env = "CHATD_BOT_FINNHUB_KEY_FILE", value_name = "FILE")]
-    pub finnhub_key_file: Option<PathBuf>,
-
-    /// Alpha Vantage base URL [default: https://www.alphavantage.co].
-    #[arg(long, env = "CHATD_BOT_ALPHAVANTAGE_URL", value_name = "URL")]
-    pub alphavantage_url: Option<String>,
-
-    /// File holding the Alpha Vantage API key (else $ALPHAVANTAGE_API_KEY).
-    #[arg(long, env = "CHATD_BOT_ALPHAVANTAGE_KEY_FILE", value_name = "FILE")]
-    pub alphavantage_key_file: Option<PathBuf>,
-
-    /// Bound on one quote request, in seconds [default: 5].
-    #[arg(long, env = "CHATD_BOT_TIMEOUT", value_name = "SECS", value_parser = parse_secs)]
-    pub timeout: Option<f64>,
-
-    /// Upstream requests in flight at once [default: 16].
-    #[arg(long, env = "CHATD_BOT_MAX_CONCURRENT", value_name = "N")]
-    pub max_concurrent: Option<usize>,
-
-    /// Requests waiting or in flight before new ones are answered "busy" [default: 256].
-    #[arg(long, env = "CHATD_BOT_MAX_PENDING", value_name = "N")]
-    pub max_pending: Option<usize>,
-
-    /// How long an answer is reused for the same code, in seconds (0: only share calls in
-    /// flight) [default: 5].
-    #[arg(long, env = "CHATD_BOT_CACHE_TTL", value_name = "SECS", value_parser = parse_secs)]
-    pub cache_ttl: Option<f64>,
-
-    /// Requests per sender per window (0: no limit) [default: 5].
-    #[arg(long, env = "CHATD_BOT_RATE_LIMIT", value_name = "N")]
-    pub rate_limit: Option<usize>,
-
-    /// The rate-limit window, in seconds [default: 30].
-    #[arg(long, env = "CHATD_BOT_RATE_WINDOW", value_name = "SECS", value_parser = parse_secs)]
-    pub rate_window: Option<f64>,
-
-    /// Lines per second the bot sends to the daemon after a burst [default: 4].
-    #[arg(long, env = "CHATD_BOT_SEND_RATE", value_name = "PER_SEC", value_parser = parse_secs)]
-    pub send_rate: Option<f64>,
-
-    /// Lines the bot may send at once [default: 8].
-    #[arg(long, env = "CHATD_BOT_SEND_BURST", value_name = "N")]
-    pub send_burst: Option<u32>,
-
-    /// First reconnection delay, in seconds; it doubles after each failure [default: 0.5].
-    #[arg(long, env = "CHATD_BOT_BACKOFF_MIN", value_name = "SECS", value_parser = parse_secs)]
-    pub backoff_min: Option<f64>,
-
-    /// Longest reconnection delay, in seconds [default: 30].
-    #[arg(long, env = "CHATD_BOT_BACKOFF_MAX", value_name = "SECS", value_parser = parse_secs)]
-    pub backoff_max: Option<f64>,
-
-    /// Send PING after this many idle seconds; a daemon silent for twice as long is taken as gone
-    /// [default: 60].
-    #[arg(long, env = "CHATD_BOT_KEEPALIVE", value_name = "SECS", value_parser = parse_secs)]
-    pub keepalive: Option<f64>,
+            /// `(field, default as text)` for the settings that have a default.
+            fn default_texts() -> Vec<(&'static str, String)> {
+                let d = $name::defaults();
+                let mut out = Vec::new();
+                $( if let Some(text) = Setting::shown(&d.$field) { out.push((stringify!($field), text)); } )*
+                out
+            }
+        }
+    };
 }
 
-/// The same settings, read from the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub addr: Option<String>,
-    pub server_name: Option<String>,
-    pub ca: Option<PathBuf>,
-    pub fingerprint: Option<String>,
-    pub system_roots: Option<bool>,
-    pub user: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub command: Option<String>,
-    pub source: Option<SourceKind>,
-    pub fallback: Option<SourceKind>,
-    pub quote_url: Option<String>,
-    pub finnhub_url: Option<String>,
-    pub finnhub_key_file: Option<PathBuf>,
-    pub alphavantage_url: Option<String>,
-    pub alphavantage_key_file: Option<PathBuf>,
-    pub timeout: Option<f64>,
-    pub max_concurrent: Option<usize>,
-    pub max_pending: Option<usize>,
-    pub cache_ttl: Option<f64>,
-    pub rate_limit: Option<usize>,
-    pub rate_window: Option<f64>,
-    pub send_rate: Option<f64>,
-    pub send_burst: Option<u32>,
-    pub backoff_min: Option<f64>,
-    pub backoff_max: Option<f64>,
-    pub keepalive: Option<f64>,
+settings! {
+    /// chatd's stock bot: answers `/stock=<code>` in every room with a quote from stooq (or Finnhub /
+    /// Alpha Vantage with your own API key).
+    #[derive(Debug, Default, Clone, PartialEq, Parser, Deserialize)]
+    #[command(name = "chatd-bot", version, about, long_about = None)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct Settings {
+        /// TOML file with any of the settings below (snake_case keys, e.g. quote_url = "...").
+        #[arg(long, env = "CHATD_BOT_CONFIG", value_name = "FILE")]
+        #[serde(skip)]
+        config: Option<PathBuf> = None,
+
+        /// The daemon's TLS address.
+        #[arg(long, env = "CHATD_BOT_ADDR", value_name = "HOST:PORT")]
+        addr: Option<String> = Some("127.0.0.1:6697".into()),
+
+        /// Name checked against the daemon's certificate.
+        #[arg(long, env = "CHATD_BOT_SERVER_NAME", value_name = "NAME")]
+        server_name: Option<String> = Some("localhost".into()),
+
+        /// Trust the daemon's certificate if a CA in this PEM file signed it
+        /// [default: certs/ca.pem when it exists, else the system roots].
+        #[arg(long, env = "CHATD_BOT_CA", value_name = "PEM", conflicts_with_all = ["fingerprint", "system_roots"])]
+        ca: Option<PathBuf> = None,
+
+        /// Trust exactly the certificate with this SHA-256 fingerprint (AB:CD:... as chatd prints it).
+        #[arg(long, env = "CHATD_BOT_FINGERPRINT", value_name = "SHA256", conflicts_with = "system_roots")]
+        fingerprint: Option<String> = None,
+
+        /// Trust the web PKI roots (a daemon with a certificate from a public CA).
+        #[arg(long, env = "CHATD_BOT_SYSTEM_ROOTS")]
+        system_roots: bool = false,
+
+        /// The bot's account.
+        #[arg(long, env = "CHATD_BOT_USER", value_name = "NAME")]
+        user: Option<String> = Some("stockbot".into()),
+
+        /// File holding the bot's password (chatd writes data/stockbot.secret). Without it the password
+        /// comes from $CHATD_BOT_PASSWORD, else from this default.
+        #[arg(long, env = "CHATD_BOT_PASSWORD_FILE", value_name = "FILE")]
+        password_file: Option<PathBuf> = Some("data/stockbot.secret".into()),
+
+        /// The command word served.
+        #[arg(long, env = "CHATD_BOT_COMMAND", value_name = "WORD")]
+        command: Option<String> = Some("stock".into()),
+
+        /// Where quotes come from first.
+        #[arg(long, env = "CHATD_BOT_SOURCE", value_name = "SOURCE")]
+        source: Option<SourceKind> = Some(SourceKind::Stooq),
+
+        /// Asked when the first source fails (not for an unknown symbol).
+        #[arg(long, env = "CHATD_BOT_FALLBACK", value_name = "SOURCE")]
+        fallback: Option<SourceKind> = Some(SourceKind::None),
+
+        /// stooq URL template; {code} is replaced by the code.
+        #[arg(long, env = "CHATD_BOT_QUOTE_URL", value_name = "URL")]
+        quote_url: Option<String> = Some(STOOQ_URL.into()),
+
+        /// File holding the stooq API key (else $STOOQ_API_KEY); without one, only stooq's quote
+        /// endpoint is asked, without a key.
+        #[arg(long, env = "CHATD_BOT_STOOQ_KEY_FILE", value_name = "FILE")]
+        stooq_key_file: Option<PathBuf> = None,
+
+        /// stooq daily-history URL template, asked (with the key) when the quote URL fails.
+        #[arg(long, env = "CHATD_BOT_DAILY_URL", value_name = "URL")]
+        daily_url: Option<String> = Some(STOOQ_DAILY_URL.into()),
+
+        /// Finnhub base URL.
+        #[arg(long, env = "CHATD_BOT_FINNHUB_URL", value_name = "URL")]
+        finnhub_url: Option<String> = Some(FINNHUB_URL.into()),
+
+        /// File holding the Finnhub API key (else $FINNHUB_API_KEY).
+        #[arg(long, env = "CHATD_BOT_FINNHUB_KEY_FILE", value_name = "FILE")]
+        finnhub_key_file: Option<PathBuf> = None,
+
+        /// Alpha Vantage base URL.
+        #[arg(long, env = "CHATD_BOT_ALPHAVANTAGE_URL", value_name = "URL")]
+        alphavantage_url: Option<String> = Some(ALPHA_VANTAGE_URL.into()),
+
+        /// File holding the Alpha Vantage API key (else $ALPHAVANTAGE_API_KEY).
+        #[arg(long, env = "CHATD_BOT_ALPHAVANTAGE_KEY_FILE", value_name = "FILE")]
+        alphavantage_key_file: Option<PathBuf> = None,
+
+        /// Bound on one quote request, in seconds.
+        #[arg(long, env = "CHATD_BOT_TIMEOUT", value_name = "SECS", value_parser = parse_secs)]
+        timeout: Option<f64> = Some(5.0),
+
+        /// Upstream requests in flight at once.
+        #[arg(long, env = "CHATD_BOT_MAX_CONCURRENT", value_name = "N")]
+        max_concurrent: Option<usize> = Some(16),
+
+        /// Requests waiting or in flight before new ones are answered "busy".
+        #[arg(long, env = "CHATD_BOT_MAX_PENDING", value_name = "N")]
+        max_pending: Option<usize> = Some(256),
+
+        /// How long an answer is reused for the same code, in seconds (0: only share calls in
+        /// flight).
+        #[arg(long, env = "CHATD_BOT_CACHE_TTL", value_name = "SECS", value_parser = parse_secs)]
+        cache_ttl: Option<f64> = Some(5.0),
+
+        /// Requests per sender per window (0: no limit).
+        #[arg(long, env = "CHATD_BOT_RATE_LIMIT", value_name = "N")]
+        rate_limit: Option<usize> = Some(5),
+
+        /// The rate-limit window, in seconds.
+        #[arg(long, env = "CHATD_BOT_RATE_WINDOW", value_name = "SECS", value_parser = parse_secs)]
+        rate_window: Option<f64> = Some(30.0),
+
+        /// Lines per second the bot sends to the daemon after a burst.
+        #[arg(long, env = "CHATD_BOT_SEND_RATE", value_name = "PER_SEC", value_parser = parse_secs)]
+        send_rate: Option<f64> = Some(4.0),
+
+        /// Lines the bot may send at once.
+        #[arg(long, env = "CHATD_BOT_SEND_BURST", value_name = "N")]
+        send_burst: Option<u32> = Some(8),
+
+        /// First reconnection delay, in seconds; it doubles after each failure.
+        #[arg(long, env = "CHATD_BOT_BACKOFF_MIN", value_name = "SECS", value_parser = parse_secs)]
+        backoff_min: Option<f64> = Some(0.5),
+
+        /// Longest reconnection delay, in seconds.
+        #[arg(long, env = "CHATD_BOT_BACKOFF_MAX", value_name = "SECS", value_parser = parse_secs)]
+        backoff_max: Option<f64> = Some(30.0),
+
+        /// Send PING after this many idle seconds; a daemon silent for twice as long is taken as gone.
+        #[arg(long, env = "CHATD_BOT_KEEPALIVE", value_name = "SECS", value_parser = parse_secs)]
+        keepalive: Option<f64> = Some(60.0),
+
+        /// Fetch one quote (default aapl.us) through the configured sources, print every request and
+        /// answer (keys hidden) and the reply a user would see, then exit: 0 when a price came back.
+        #[arg(long, value_name = "CODE", num_args = 0..=1, default_missing_value = crate::check::DEFAULT_CODE)]
+        #[serde(skip)]
+        check: Option<String> = None,
+    }
+}
+
+/// What one settings field knows about itself: how layers combine, how a path in the file is
+/// resolved, how its default is shown in `--help`.
+trait Setting: Sized {
+    fn over(self, lower: Self) -> Self;
+    fn relative_to(self, _base: &Path) -> Self {
+        self
+    }
+    fn shown(&self) -> Option<String>;
+}
+
+/// A value that can be shown as a default (`[default: 5]`) and, if a path, rebased.
+trait Value: Sized {
+    fn show(&self) -> String;
+    fn relative_to(self, _base: &Path) -> Self {
+        self
+    }
+}
+
+impl<T: Value> Setting for Option<T> {
+    fn over(self, lower: Self) -> Self {
+        self.or(lower)
+    }
+    fn relative_to(self, base: &Path) -> Self {
+        self.map(|v| v.relative_to(base))
+    }
+    fn shown(&self) -> Option<String> {
+        self.as_ref().map(Value::show)
+    }
+}
+
+/// A flag: set in any layer, it is set.
+impl Setting for bool {
+    fn over(self, lower: Self) -> Self {
+        self || lower
+    }
+    fn shown(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Value for String {
+    fn show(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Value for PathBuf {
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+    fn relative_to(self, base: &Path) -> Self {
+        if self.is_absolute() {
+            self
+        } else {
+            base.join(self)
+        }
+    }
+}
+
+impl Value for SourceKind {
+    fn show(&self) -> String {
+        self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+    }
+}
+
+macro_rules! shown_by_display {
+    ($($t:ty),*) => { $( impl Value for $t { fn show(&self) -> String { self.to_string() } } )* };
+}
+shown_by_display!(f64, usize, u32);
+
+impl Settings {
+    /// Parses the command line (and the `CHATD_BOT_*` variables), with each default shown in
+    /// `--help`.
+    pub fn from_command_line() -> Settings {
+        let matches = Settings::command_with_defaults().get_matches();
+        Settings::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The clap command, each help text ending with its default (taken from [`Settings::defaults`]).
+    fn command_with_defaults() -> clap::Command {
+        let mut command = Settings::command();
+        for (id, text) in Settings::default_texts() {
+            command = command.mut_arg(id, |arg| {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                arg.help(format!("{help} [default: {text}]"))
+            });
+        }
+        command
+    }
+
+    /// The settings in a TOML file, relative paths made relative to its directory.
+    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(file.relative_to(&base))
+    }
+
+    /// How this layer says the daemon's certificate is trusted, if it says so.
+    fn trust(&self) -> anyhow::Result<Option<TrustSetting>> {
+        Ok(if let Some(fp) = &self.fingerprint {
+            Some(TrustSetting::Fixed(Trust::Fingerprint(fingerprint(fp)?)))
+        } else if let Some(ca) = &self.ca {
+            Some(TrustSetting::Fixed(Trust::CaFile(ca.clone())))
+        } else if self.system_roots {
+            Some(TrustSetting::Fixed(Trust::System))
+        } else {
+            None
+        })
+    }
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -271,77 +419,81 @@ pub struct Config {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub keepalive: Duration,
+    /// `--check`: the code to check (valid, lower case) instead of serving.
+    pub check: Option<String>,
+}
+
+/// The secrets read from the environment (and then removed from it).
+#[derive(Default)]
+pub struct EnvSecrets {
+    pub password: Option<String>,
+    pub stooq_key: Option<String>,
+    pub finnhub_key: Option<String>,
+    pub alphavantage_key: Option<String>,
+}
+
+impl EnvSecrets {
+    /// Takes the variables out of the environment. Call before any thread starts.
+    pub fn take() -> EnvSecrets {
+        EnvSecrets {
+            password: take_env(PASSWORD_ENV),
+            stooq_key: take_env(STOOQ_KEY_ENV),
+            finnhub_key: take_env(FINNHUB_KEY_ENV),
+            alphavantage_key: take_env(ALPHA_VANTAGE_KEY_ENV),
+        }
+    }
 }
 
 impl Config {
     /// Parses the command line and environment, reads the file if any, and takes the secrets out
     /// of the environment.
     pub fn load() -> anyhow::Result<Config> {
-        let args = Args::parse();
-        let env_password = take_env(PASSWORD_ENV);
-        let finnhub_key = take_env(FINNHUB_KEY_ENV);
-        let av_key = take_env(ALPHA_VANTAGE_KEY_ENV);
-        Config::build(args, env_password, finnhub_key, av_key)
+        Config::build(Settings::from_command_line(), EnvSecrets::take())
     }
 
-    /// Merges flags, the file they name and the given secrets from the environment.
-    pub fn build(
-        args: Args,
-        env_password: Option<String>,
-        finnhub_key: Option<String>,
-        av_key: Option<String>,
-    ) -> anyhow::Result<Config> {
-        let (file, base) = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                let file: FileConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                (file, base)
-            }
-            None => (FileConfig::default(), PathBuf::new()),
+    /// Merges flags (with their variables), the file they name, the defaults and the given secrets
+    /// from the environment: a flag wins over the file, the file over the default.
+    pub fn build(args: Settings, env: EnvSecrets) -> anyhow::Result<Config> {
+        let EnvSecrets { password: env_password, stooq_key, finnhub_key, alphavantage_key: av_key } = env;
+        let file = match &args.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
         };
-        let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        let secs = |v: f64| Duration::from_secs_f64(v);
-
-        let trust = if let Some(fp) = &args.fingerprint {
-            TrustSetting::Fixed(Trust::Fingerprint(fingerprint(fp)?))
-        } else if let Some(ca) = args.ca {
-            TrustSetting::Fixed(Trust::CaFile(ca))
-        } else if args.system_roots {
-            TrustSetting::Fixed(Trust::System)
-        } else if let Some(fp) = &file.fingerprint {
-            TrustSetting::Fixed(Trust::Fingerprint(fingerprint(fp)?))
-        } else if let Some(ca) = file.ca {
-            TrustSetting::Fixed(Trust::CaFile(rel(ca)))
-        } else if file.system_roots == Some(true) {
-            TrustSetting::Fixed(Trust::System)
-        } else {
-            TrustSetting::Default
+        // Trust and password are decided per layer: a flag's choice (say --ca) beats the file's
+        // (say fingerprint) even though they are different fields.
+        let trust = match args.trust()? {
+            Some(t) => t,
+            None => file.trust()?.unwrap_or(TrustSetting::Default),
+        };
+        let explicit_password_file = args.password_file.clone();
+        let s = args.over(file).over(Settings::defaults());
+        let password = match (explicit_password_file, env_password) {
+            (Some(p), _) => PasswordSource::File(p),
+            (None, Some(v)) => PasswordSource::Value(v),
+            (None, None) => PasswordSource::File(defaulted(s.password_file)),
         };
 
-        let password = if let Some(p) = args.password_file {
-            PasswordSource::File(p)
-        } else if let Some(v) = env_password {
-            PasswordSource::Value(v)
-        } else if let Some(p) = file.password_file {
-            PasswordSource::File(rel(p))
-        } else {
-            PasswordSource::File(PathBuf::from("data/stockbot.secret"))
-        };
-
-        let quote_url = args.quote_url.or(file.quote_url).unwrap_or_else(|| STOOQ_URL.to_string());
+        let quote_url = defaulted(s.quote_url);
         if !quote_url.contains("{code}") {
             bail!("the quote URL template must contain {{code}}: {quote_url}");
         }
-        let finnhub_url = args.finnhub_url.or(file.finnhub_url).unwrap_or_else(|| FINNHUB_URL.to_string());
-        let av_url = args.alphavantage_url.or(file.alphavantage_url).unwrap_or_else(|| ALPHA_VANTAGE_URL.to_string());
-        let finnhub_key_file = args.finnhub_key_file.or(file.finnhub_key_file.map(&rel));
-        let av_key_file = args.alphavantage_key_file.or(file.alphavantage_key_file.map(&rel));
+        let daily_url = defaulted(s.daily_url);
+        if !daily_url.contains("{code}") {
+            bail!("the daily URL template must contain {{code}}: {daily_url}");
+        }
+        let stooq_key = optional_api_key("stooq", s.stooq_key_file.as_deref(), stooq_key.as_deref())?;
+        let finnhub_url = defaulted(s.finnhub_url);
+        let av_url = defaulted(s.alphavantage_url);
+        let (finnhub_key_file, av_key_file) = (s.finnhub_key_file, s.alphavantage_key_file);
 
         let make_source = |kind: SourceKind| -> anyhow::Result<Option<Source>> {
             Ok(match kind {
                 SourceKind::None => None,
-                SourceKind::Stooq => Some(Source::Stooq { url_template: quote_url.clone() }),
+                SourceKind::Stooq => Some(Source::Stooq {
+                    url_template: quote_url.clone(),
+                    daily_template: daily_url.clone(),
+                    key: stooq_key.clone(),
+                }),
                 SourceKind::Finnhub => Some(Source::Finnhub {
                     base_url: finnhub_url.clone(),
                     key: api_key("Finnhub", finnhub_key_file.as_deref(), finnhub_key.as_deref(), FINNHUB_KEY_ENV)?,
@@ -352,37 +504,43 @@ impl Config {
                 }),
             })
         };
-        let primary_kind = args.source.or(file.source).unwrap_or(SourceKind::Stooq);
-        let fallback_kind = args.fallback.or(file.fallback).unwrap_or(SourceKind::None);
+        let primary_kind = defaulted(s.source);
+        let fallback_kind = defaulted(s.fallback);
         let primary = make_source(primary_kind)?.context("--source cannot be none")?;
         let fallback = if fallback_kind == primary_kind { None } else { make_source(fallback_kind)? };
 
-        let command = args.command.or(file.command).unwrap_or_else(|| "stock".to_string()).to_ascii_lowercase();
+        let command = defaulted(s.command).to_ascii_lowercase();
         if command.is_empty() || !command.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             bail!("invalid command word {command:?}");
         }
 
         let config = Config {
-            addr: args.addr.or(file.addr).unwrap_or_else(|| "127.0.0.1:6697".to_string()),
-            server_name: args.server_name.or(file.server_name).unwrap_or_else(|| "localhost".to_string()),
+            addr: defaulted(s.addr),
+            server_name: defaulted(s.server_name),
             trust,
-            user: args.user.or(file.user).unwrap_or_else(|| "stockbot".to_string()).to_ascii_lowercase(),
+            user: defaulted(s.user).to_ascii_lowercase(),
             password,
             command,
             primary,
             fallback,
-            timeout: secs(args.timeout.or(file.timeout).unwrap_or(5.0)),
-            max_concurrent: args.max_concurrent.or(file.max_concurrent).unwrap_or(16),
-            max_pending: args.max_pending.or(file.max_pending).unwrap_or(256),
-            cache_ttl: secs(args.cache_ttl.or(file.cache_ttl).unwrap_or(5.0)),
-            rate_limit: args.rate_limit.or(file.rate_limit).unwrap_or(5),
-            rate_window: secs(args.rate_window.or(file.rate_window).unwrap_or(30.0)),
-            send_rate: args.send_rate.or(file.send_rate).unwrap_or(4.0),
-            send_burst: args.send_burst.or(file.send_burst).unwrap_or(8),
-            backoff_min: secs(args.backoff_min.or(file.backoff_min).unwrap_or(0.5)),
-            backoff_max: secs(args.backoff_max.or(file.backoff_max).unwrap_or(30.0)),
-            keepalive: secs(args.keepalive.or(file.keepalive).unwrap_or(60.0)),
+            timeout: secs("timeout", s.timeout)?,
+            max_concurrent: defaulted(s.max_concurrent),
+            max_pending: defaulted(s.max_pending),
+            cache_ttl: secs("cache_ttl", s.cache_ttl)?,
+            rate_limit: defaulted(s.rate_limit),
+            rate_window: secs("rate_window", s.rate_window)?,
+            send_rate: defaulted(s.send_rate),
+            send_burst: defaulted(s.send_burst),
+            backoff_min: secs("backoff_min", s.backoff_min)?,
+            backoff_max: secs("backoff_max", s.backoff_max)?,
+            keepalive: secs("keepalive", s.keepalive)?,
+            check: s.check.map(|c| c.trim().to_ascii_lowercase()),
         };
+        if let Some(code) = &config.check {
+            if !is_valid_code(code) {
+                bail!("--check: {code:?} is not a quote code (e.g. aapl.us)");
+            }
+        }
         if config.timeout.is_zero() {
             bail!("the timeout must be positive");
         }
@@ -402,22 +560,39 @@ impl Config {
     }
 }
 
+/// A merged setting that has a built-in default (so it is always set).
+fn defaulted<T>(value: Option<T>) -> T {
+    value.expect("Settings::defaults() sets every setting used with defaulted()")
+}
+
+/// A merged number of seconds as a duration (a file's value has not been through `parse_secs`).
+fn secs(name: &str, value: Option<f64>) -> anyhow::Result<Duration> {
+    let v = defaulted(value);
+    Duration::try_from_secs_f64(v).ok().filter(|_| v <= 1e7).with_context(|| format!("{name}: {v} is out of range"))
+}
+
 fn fingerprint(s: &str) -> anyhow::Result<[u8; 32]> {
     parse_fingerprint(s).with_context(|| format!("not a SHA-256 fingerprint: {s:?}"))
 }
 
 fn api_key(service: &str, file: Option<&Path>, env: Option<&str>, env_name: &str) -> anyhow::Result<ApiKey> {
+    optional_api_key(service, file, env)?
+        .with_context(|| format!("{service} needs an API key: give its key file or set {env_name}"))
+}
+
+/// The key from its file (which wins) or the environment; `None` when neither is given.
+fn optional_api_key(service: &str, file: Option<&Path>, env: Option<&str>) -> anyhow::Result<Option<ApiKey>> {
     let key = match (file, env) {
         (Some(path), _) => std::fs::read_to_string(path)
             .with_context(|| format!("reading the {service} key file {}", path.display()))?,
         (None, Some(v)) => v.to_string(),
-        (None, None) => bail!("{service} needs an API key: give its key file or set {env_name}"),
+        (None, None) => return Ok(None),
     };
     let key = key.trim().to_string();
     if key.is_empty() {
         bail!("the {service} API key is empty");
     }
-    Ok(ApiKey(key))
+    Ok(Some(ApiKey(key)))
 }
 
 fn take_env(name: &str) -> Option<String> {
@@ -431,22 +606,23 @@ fn take_env(name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn parse(argv: &[&str]) -> Args {
+    fn parse(argv: &[&str]) -> Settings {
         let mut full = vec!["chatd-bot"];
         full.extend_from_slice(argv);
-        Args::try_parse_from(full).unwrap()
+        Settings::try_parse_from(full).unwrap()
     }
 
     #[test]
     fn defaults() {
-        let c = Config::build(parse(&[]), None, None, None).unwrap();
+        let c = Config::build(parse(&[]), EnvSecrets::default()).unwrap();
         assert_eq!(c.addr, "127.0.0.1:6697");
         assert_eq!(c.server_name, "localhost");
         assert_eq!(c.user, "stockbot");
         assert_eq!(c.command, "stock");
         assert!(matches!(c.trust, TrustSetting::Default));
         assert!(matches!(&c.password, PasswordSource::File(p) if p == Path::new("data/stockbot.secret")));
-        assert_eq!(c.primary, Source::Stooq { url_template: STOOQ_URL.into() });
+        assert_eq!(c.primary, Source::stooq(STOOQ_URL));
+        assert_eq!(c.check, None);
         assert_eq!(c.fallback, None);
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!((c.max_concurrent, c.rate_limit), (16, 5));
@@ -462,16 +638,18 @@ mod tests {
                 "http://127.0.0.1:1/q/l/?s={code}", "--timeout", "0.5", "--fallback", "finnhub",
                 "--finnhub-url", "http://127.0.0.1:2",
             ]),
-            Some("pw-from-env".into()),
-            Some("fh-key".into()),
-            None,
+            EnvSecrets {
+                password: Some("pw-from-env".into()),
+                finnhub_key: Some("fh-key".into()),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(c.addr, "127.0.0.1:7000");
         assert!(matches!(c.trust, TrustSetting::Fixed(Trust::Fingerprint(fp)) if fp == [0xab; 32]));
         assert!(matches!(&c.password, PasswordSource::Value(v) if v == "pw-from-env"));
         assert_eq!(c.timeout, Duration::from_millis(500));
-        assert_eq!(c.primary, Source::Stooq { url_template: "http://127.0.0.1:1/q/l/?s={code}".into() });
+        assert_eq!(c.primary, Source::stooq("http://127.0.0.1:1/q/l/?s={code}"));
         assert_eq!(
             c.fallback,
             Some(Source::Finnhub { base_url: "http://127.0.0.1:2".into(), key: ApiKey("fh-key".into()) })
@@ -480,12 +658,12 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(Config::build(parse(&["--quote-url", "http://x/"]), None, None, None).is_err());
-        assert!(Config::build(parse(&["--source", "finnhub"]), None, None, None).is_err(), "no key");
-        assert!(Config::build(parse(&["--fingerprint", "zz"]), None, None, None).is_err());
-        assert!(Args::try_parse_from(["chatd-bot", "--ca", "x", "--fingerprint", "y"]).is_err());
-        assert!(Args::try_parse_from(["chatd-bot", "--timeout", "-1"]).is_err());
-        assert!(Args::try_parse_from(["chatd-bot", "--password", "x"]).is_err(), "no password flag");
+        assert!(Config::build(parse(&["--quote-url", "http://x/"]), EnvSecrets::default()).is_err());
+        assert!(Config::build(parse(&["--source", "finnhub"]), EnvSecrets::default()).is_err(), "no key");
+        assert!(Config::build(parse(&["--fingerprint", "zz"]), EnvSecrets::default()).is_err());
+        assert!(Settings::try_parse_from(["chatd-bot", "--ca", "x", "--fingerprint", "y"]).is_err());
+        assert!(Settings::try_parse_from(["chatd-bot", "--timeout", "-1"]).is_err());
+        assert!(Settings::try_parse_from(["chatd-bot", "--password", "x"]).is_err(), "no password flag");
     }
 
     #[test]
@@ -509,7 +687,7 @@ cache_ttl = 0
         )
         .unwrap();
         let args = parse(&["--config", path.to_str().unwrap(), "--rate-limit", "7"]);
-        let c = Config::build(args, None, None, None).unwrap();
+        let c = Config::build(args, EnvSecrets::default()).unwrap();
         assert_eq!(c.addr, "127.0.0.1:7001");
         assert!(matches!(&c.trust, TrustSetting::Fixed(Trust::CaFile(p)) if *p == dir.join("certs/ca.pem")));
         assert!(matches!(&c.password, PasswordSource::File(p) if *p == dir.join("data/stockbot.secret")));
@@ -518,16 +696,106 @@ cache_ttl = 0
         assert_eq!(c.rate_limit, 7, "flag wins over file");
         assert_eq!(c.cache_ttl, Duration::ZERO);
         std::fs::write(&path, "bogus_key = 1\n").unwrap();
-        assert!(Config::build(parse(&["--config", path.to_str().unwrap()]), None, None, None).is_err());
+        assert!(Config::build(parse(&["--config", path.to_str().unwrap()]), EnvSecrets::default()).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn example_file_is_valid_and_shows_the_defaults() {
-        let file: FileConfig = toml::from_str(include_str!("../bot.example.toml")).unwrap();
+        let file: Settings = toml::from_str(include_str!("../bot.example.toml")).unwrap();
         assert_eq!(file.addr.as_deref(), Some("127.0.0.1:6697"));
         assert_eq!(file.quote_url.as_deref(), Some(STOOQ_URL));
+        assert_eq!(file.daily_url.as_deref(), Some(STOOQ_DAILY_URL));
         assert_eq!((file.timeout, file.rate_limit, file.max_concurrent), (Some(5.0), Some(5), Some(16)));
+    }
+
+    #[test]
+    fn example_file_equals_the_defaults() {
+        let file: Settings = toml::from_str(include_str!("../bot.example.toml")).unwrap();
+        assert_eq!(file, Settings::defaults());
+        // And a configuration built from it is the one built from nothing.
+        let dir = std::env::temp_dir().join(format!("chatd-bot-example-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bot.toml");
+        std::fs::write(&path, include_str!("../bot.example.toml")).unwrap();
+        let mut from_file = Config::build(parse(&["--config", path.to_str().unwrap()]), EnvSecrets::default()).unwrap();
+        let from_nothing = Config::build(parse(&[]), EnvSecrets::default()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Only the password file differs: the file's path is relative to the file's directory.
+        assert!(matches!(&from_file.password, PasswordSource::File(p) if *p == dir.join("data/stockbot.secret")));
+        from_file.password = from_nothing.password.clone();
+        assert_eq!(format!("{from_file:?}"), format!("{from_nothing:?}"));
+    }
+
+    #[test]
+    fn precedence_across_layers() {
+        let dir = std::env::temp_dir().join(format!("chatd-bot-layers-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bot.toml");
+        let fp = "cd".repeat(32);
+        std::fs::write(&path, format!("fingerprint = \"{fp}\"\npassword_file = \"pw\"\ntimeout = 2\n")).unwrap();
+        let file = path.to_str().unwrap();
+        // A flag's trust choice beats the file's, though it is another key.
+        let c = Config::build(parse(&["--config", file, "--ca", "/x/ca.pem"]), EnvSecrets::default()).unwrap();
+        assert!(matches!(&c.trust, TrustSetting::Fixed(Trust::CaFile(p)) if p == Path::new("/x/ca.pem")));
+        let c = Config::build(parse(&["--config", file]), EnvSecrets::default()).unwrap();
+        assert!(matches!(c.trust, TrustSetting::Fixed(Trust::Fingerprint(f)) if f == [0xcd; 32]));
+        assert!(matches!(&c.password, PasswordSource::File(p) if *p == dir.join("pw")));
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        // The password variable beats the file's password_file; --password-file beats both.
+        let env = || EnvSecrets { password: Some("from-env".into()), ..Default::default() };
+        let c = Config::build(parse(&["--config", file]), env()).unwrap();
+        assert!(matches!(&c.password, PasswordSource::Value(v) if v == "from-env"));
+        let c = Config::build(parse(&["--config", file, "--password-file", "flag-pw"]), env()).unwrap();
+        assert!(matches!(&c.password, PasswordSource::File(p) if p == Path::new("flag-pw")));
+        // A file's out-of-range number is an error, not a panic.
+        std::fs::write(&path, "timeout = -1\n").unwrap();
+        assert!(Config::build(parse(&["--config", file]), EnvSecrets::default()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn help_shows_the_defaults() {
+        let help = Settings::command_with_defaults().render_help().to_string();
+        for shown in ["[default: 127.0.0.1:6697]", "[default: 5]", "[default: 0.5]", "[default: none]", "[default: stooq]"] {
+            assert!(help.contains(shown), "{shown} missing in:\n{help}");
+        }
+    }
+
+    #[test]
+    fn stooq_key_and_check() {
+        let stooq_key = |c: &Config| match &c.primary {
+            Source::Stooq { key, .. } => key.clone(),
+            other => panic!("{other:?}"),
+        };
+        let c = Config::build(parse(&[]), EnvSecrets::default()).unwrap();
+        assert_eq!(stooq_key(&c), None);
+        let env = || EnvSecrets { stooq_key: Some(" env-key\n".into()), ..Default::default() };
+        let c = Config::build(parse(&["--daily-url", "http://127.0.0.1:1/q/d/l/?s={code}&i=d"]), env()).unwrap();
+        assert_eq!(stooq_key(&c), Some(ApiKey("env-key".into())));
+        assert!(
+            matches!(&c.primary, Source::Stooq { daily_template, .. } if daily_template.starts_with("http://127.0.0.1:1/"))
+        );
+
+        let dir = std::env::temp_dir().join(format!("chatd-bot-stooq-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("stooq.key");
+        std::fs::write(&file, "file-key\n").unwrap();
+        let c = Config::build(parse(&["--stooq-key-file", file.to_str().unwrap()]), env()).unwrap();
+        assert_eq!(stooq_key(&c), Some(ApiKey("file-key".into())), "the file wins over the variable");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(Config::build(parse(&["--stooq-key-file", file.to_str().unwrap()]), env()).is_err(), "empty key");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(Settings::try_parse_from(["chatd-bot", "--stooq-key", "x"]).is_err(), "no key flag");
+        assert!(Config::build(parse(&["--daily-url", "http://x/"]), EnvSecrets::default()).is_err());
+
+        assert_eq!(
+            Config::build(parse(&["--check"]), EnvSecrets::default()).unwrap().check.as_deref(),
+            Some("aapl.us")
+        );
+        let c = Config::build(parse(&["--check", "MSFT.US"]), EnvSecrets::default()).unwrap();
+        assert_eq!(c.check.as_deref(), Some("msft.us"));
+        assert!(Config::build(parse(&["--check", "a b"]), EnvSecrets::default()).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! - `quote`: a quote, its price format and the stooq CSV answer;
 //! - `json`: the Finnhub and Alpha Vantage JSON answers;
 //! - `error`: what can go wrong, and the reply text for each failure;
-//! - `source`: the HTTP sources, timeout, fallback;
+//! - `stooq`: stooq's endpoints with the API key, its refusal pages and the operator's warnings;
+//! - `source`: the HTTP sources, timeout, fallback, and the record of each request;
+//! - `check`: `chatd-bot --check`, one quote with every request shown;
 //! - `cache`: short answer cache and de-duplication of calls in flight;
 //! - `limit`: per-sender rate limit and the pacing of the bot's own lines;
 //! - `bot`: handling one command line (rate limit, spawn, semaphore);
@@ -17,6 +19,7 @@
 pub mod bot;
 pub mod cache;
 pub mod chat;
+pub mod check;
 pub mod command;
 pub mod config;
 pub mod error;
@@ -24,3 +27,4 @@ pub mod json;
 pub mod limit;
 pub mod quote;
 pub mod source;
+pub mod stooq;

@@ -1,4 +1,5 @@
-//! A quote and how it is written in the room, and the stooq CSV answer it is read from.
+//! A quote and how it is written in the room, and the stooq CSV answers it is read from (the quote
+//! endpoint below; the daily-history endpoint in [`parse_stooq_daily`]).
 //!
 //! stooq answers `GET /q/l/?s=<code>&f=sd2t2ohlcv&h&e=csv` with a header row and one row per
 //! symbol, always with HTTP 200, errors included, so everything is decided from the body:
@@ -137,6 +138,54 @@ pub fn parse_stooq_csv(body: &str, code: &str) -> Result<Quote, QuoteError> {
     Quote::new(symbol, close)
 }
 
+/// Reads stooq's daily history (`/q/d/l/?s=<code>&i=d`): a header (`Date,Open,High,Low,Close,Volume`)
+/// and one row per day, oldest first. The quote is the close of the last row. The answer names no
+/// symbol, so the quote shows the code as asked, in upper case. CRLF and LF are both accepted.
+/// Failures read as for the quote endpoint: `N/D` is an unknown symbol, an empty body is empty, a
+/// header without rows (or stooq's `No data`) is no data, anything without a `Close` column (HTML,
+/// the quota text) is a refusal.
+pub fn parse_stooq_daily(body: &str, code: &str) -> Result<Quote, QuoteError> {
+    let body = body.strip_prefix('\u{feff}').unwrap_or(body);
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        return Err(QuoteError::Empty);
+    }
+    if trimmed.starts_with('<') {
+        return Err(QuoteError::Refused);
+    }
+    if trimmed.eq_ignore_ascii_case("No data") {
+        return Err(QuoteError::NoData);
+    }
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).flexible(true).from_reader(body.as_bytes());
+    let headers = reader.headers().map_err(|_| QuoteError::Refused)?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let Some(close_col) = column("Close") else {
+        return Err(QuoteError::Refused);
+    };
+    let symbol_col = column("Symbol");
+    let mut last = None;
+    for record in reader.records() {
+        let record = record.map_err(|e| QuoteError::Malformed(e.to_string()))?;
+        if !record.iter().all(str::is_empty) {
+            last = Some(record);
+        }
+    }
+    let record = last.ok_or(QuoteError::NoData)?;
+    let shown = symbol_col
+        .and_then(|c| record.get(c))
+        .filter(|s| is_valid_symbol(s))
+        .map(str::to_ascii_uppercase)
+        .unwrap_or_else(|| code.to_ascii_uppercase());
+    let close = record
+        .get(close_col)
+        .ok_or_else(|| QuoteError::Malformed("row without a Close field".into()))?;
+    if close.eq_ignore_ascii_case("N/D") {
+        return Err(QuoteError::UnknownSymbol(shown));
+    }
+    Quote::new(&shown, close)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +289,34 @@ mod tests {
         assert_eq!(parse_stooq_csv("Symbol,Close\r\n\r\n", "x"), Err(QuoteError::NoData));
         let bom = "\u{feff}Symbol,Close\r\nAAPL.US,1\r\n";
         assert_eq!(parse_stooq_csv(bom, "aapl.us").unwrap().price, "1.00");
+    }
+
+    #[test]
+    fn daily_history_last_close() {
+        let q = parse_stooq_daily(&fixture("daily_aapl_us.csv"), "aapl.us").unwrap();
+        assert_eq!(q.reply(), "AAPL.US quote is $277.90 per share");
+        let lf = fixture("daily_aapl_us.csv").replace("\r\n", "\n");
+        assert_eq!(parse_stooq_daily(&lf, "aapl.us").unwrap().price, "277.90");
+        let no_trailing = "Date,Open,High,Low,Close,Volume\n2026-11-24,1,2,3,275.2,5\n2026-11-25,1,2,3,210,5";
+        assert_eq!(parse_stooq_daily(no_trailing, "aapl.us").unwrap().price, "210.00");
+    }
+
+    #[test]
+    fn daily_history_failures() {
+        assert_eq!(
+            parse_stooq_daily(&fixture("unknown_zzzz_us_nd.csv"), "zzzz.us"),
+            Err(QuoteError::UnknownSymbol("ZZZZ.US".into()))
+        );
+        let nd = "Date,Open,High,Low,Close,Volume\r\nN/D,N/D,N/D,N/D,N/D,N/D\r\n";
+        assert_eq!(parse_stooq_daily(nd, "zzzz.us"), Err(QuoteError::UnknownSymbol("ZZZZ.US".into())));
+        assert_eq!(parse_stooq_daily(&fixture("empty_body.csv"), "aapl.us"), Err(QuoteError::Empty));
+        assert_eq!(parse_stooq_daily(&fixture("header_only.csv"), "aapl.us"), Err(QuoteError::NoData));
+        assert_eq!(parse_stooq_daily("Date,Open,High,Low,Close,Volume\r\n", "aapl.us"), Err(QuoteError::NoData));
+        assert_eq!(parse_stooq_daily("No data", "aapl.us"), Err(QuoteError::NoData));
+        assert_eq!(parse_stooq_daily(&fixture("exceeded_daily_hits_limit.txt"), "aapl.us"), Err(QuoteError::Refused));
+        assert_eq!(parse_stooq_daily(&fixture("html_page_does_not_exist.html"), "aapl.us"), Err(QuoteError::Refused));
+        let bad = "Date,Open,High,Low,Close,Volume\n2026-11-25,1,2,3,lots,5\n";
+        assert!(matches!(parse_stooq_daily(bad, "aapl.us"), Err(QuoteError::Malformed(_))));
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! The HTTP sources against a local stand-in for stooq and Finnhub (no daemon needed): every
 //! answer shape, HTTP errors, a closed connection, a timeout, an unreachable service, the fallback,
-//! and the shared calls of the bot's answer path.
+//! and the shared calls of the bot's answer path; stooq's daily-history endpoint with an API key.
 
 mod support;
 
 use std::time::Duration;
 
 use chatd_bot::error::QuoteError;
-use chatd_bot::source::{ApiKey, Source, Sources};
+use chatd_bot::source::{ApiKey, Endpoint, Source, Sources};
+use chatd_bot::stooq::Refusal;
 use support::{Behavior, StubHttp};
 
 fn stooq(stub: &StubHttp) -> Source {
-    Source::Stooq { url_template: stub.stooq_template() }
+    Source::stooq(stub.stooq_template())
 }
 
 fn sources(stub: &StubHttp) -> Sources {
@@ -82,7 +83,7 @@ async fn unreachable_service() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let source = Source::Stooq { url_template: format!("http://127.0.0.1:{port}/q/l/?s={{code}}") };
+    let source = Source::stooq(format!("http://127.0.0.1:{port}/q/l/?s={{code}}"));
     let s = Sources::new(source, None, Duration::from_secs(2)).unwrap();
     let r = s.quote("aapl.us").await;
     assert!(matches!(r, Err(QuoteError::Unreachable(_))), "{r:?}");
@@ -119,4 +120,93 @@ async fn finnhub_as_primary() {
     let s = Sources::new(finnhub, None, Duration::from_secs(2)).unwrap();
     assert_eq!(s.quote("msft.us").await.unwrap().reply(), "MSFT.US quote is $210.00 per share");
     assert_eq!(stub.hits("msft.us"), 0);
+}
+
+/// A fresh fake key for one test (never a real one).
+fn fake_key() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    format!("test-{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 24))
+}
+
+fn stooq_with_key(stub: &StubHttp, key: &str) -> Source {
+    Source::Stooq {
+        url_template: stub.stooq_template(),
+        daily_template: stub.daily_template(),
+        key: Some(ApiKey(key.into())),
+    }
+}
+
+const API_KEY_PAGE: &str =
+    "<!DOCTYPE html><html><body>CSV downloads need an API key: get your apikey on stooq.com</body></html>";
+
+#[tokio::test]
+async fn with_a_key_the_daily_endpoint_answers_when_the_quote_endpoint_refuses() {
+    let stub = StubHttp::start().await;
+    let key = fake_key();
+    stub.body("aapl.us", API_KEY_PAGE);
+    stub.fixture("d:aapl.us", "daily_aapl_us.csv");
+    let s = Sources::new(stooq_with_key(&stub, &key), None, Duration::from_secs(2)).unwrap();
+    let trace = s.trace("aapl.us").await;
+    assert_eq!(trace.result.clone().unwrap().reply(), "AAPL.US quote is $277.90 per share");
+
+    // Both endpoints got the key; the recorded attempts show it hidden.
+    let targets = stub.targets();
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert!(
+        targets[0].starts_with("/q/l/?s=aapl.us&") && targets[0].ends_with(&format!("&apikey={key}")),
+        "{targets:?}"
+    );
+    assert!(targets[1].starts_with("/q/d/l/?s=aapl.us&i=d&d1=") && targets[1].ends_with(&format!("&apikey={key}")));
+    assert_eq!(trace.attempts.len(), 2);
+    let (quote, daily) = (&trace.attempts[0], &trace.attempts[1]);
+    assert_eq!(quote.status, Some(200));
+    assert_eq!(quote.refusal, Some(Refusal::ApiKeyNotice));
+    assert_eq!(quote.result, Err(QuoteError::Refused));
+    assert!(quote.head.as_deref().unwrap().starts_with("<!DOCTYPE html>"));
+    assert!(daily.url.ends_with("&apikey=***"), "{}", daily.url);
+    assert!(format!("{:?}", trace).find(&key).is_none(), "no attempt holds the key");
+
+    // Without a key only the quote endpoint is asked.
+    let stub = StubHttp::start().await;
+    stub.body("aapl.us", API_KEY_PAGE);
+    stub.fixture("d:aapl.us", "daily_aapl_us.csv");
+    let s = Sources::new(Source::stooq(stub.stooq_template()), None, Duration::from_secs(2)).unwrap();
+    assert_eq!(s.quote("aapl.us").await, Err(QuoteError::Refused));
+    assert_eq!((stub.hits("aapl.us"), stub.hits("d:aapl.us")), (1, 0));
+    assert!(!stub.targets()[0].contains("apikey"));
+}
+
+#[tokio::test]
+async fn daily_endpoint_failures_and_then_the_fallback() {
+    let stub = StubHttp::start().await;
+    let key = fake_key();
+    let lf_daily = support::fixture("daily_aapl_us.csv").replace("\r\n", "\n");
+    for code in ["zzzz.us", "empty.us", "header.us", "limit.us", "html.us", "gone.us", "lf.us"] {
+        stub.body(code, API_KEY_PAGE);
+    }
+    stub.fixture("d:zzzz.us", "unknown_zzzz_us_nd.csv");
+    stub.fixture("d:empty.us", "empty_body.csv");
+    stub.body("d:header.us", "Date,Open,High,Low,Close,Volume\r\n");
+    stub.fixture("d:limit.us", "exceeded_daily_hits_limit.txt");
+    stub.fixture("d:html.us", "html_page_does_not_exist.html");
+    stub.set("d:gone.us", Behavior::Status(404, support::fixture("html_page_does_not_exist.html")));
+    stub.body("d:lf.us", lf_daily);
+    let s = Sources::new(stooq_with_key(&stub, &key), None, Duration::from_secs(2)).unwrap();
+    assert_eq!(s.quote("zzzz.us").await, Err(QuoteError::UnknownSymbol("ZZZZ.US".into())));
+    assert_eq!(s.quote("empty.us").await, Err(QuoteError::Empty));
+    assert_eq!(s.quote("header.us").await, Err(QuoteError::NoData));
+    assert_eq!(s.quote("limit.us").await, Err(QuoteError::Refused));
+    assert_eq!(s.quote("html.us").await, Err(QuoteError::Refused));
+    assert_eq!(s.quote("gone.us").await, Err(QuoteError::Http(404)));
+    assert_eq!(s.quote("lf.us").await.unwrap().reply(), "LF.US quote is $277.90 per share");
+
+    // Both stooq endpoints fail: the fallback is asked next.
+    stub.body("fh:limit", r#"{"c":261.74,"t":1700000000}"#);
+    let finnhub = Source::Finnhub { base_url: stub.base_url(), key: ApiKey(fake_key()) };
+    let s = Sources::new(stooq_with_key(&stub, &key), Some(finnhub), Duration::from_secs(2)).unwrap();
+    let trace = s.trace("limit.us").await;
+    assert_eq!(trace.result.unwrap().reply(), "LIMIT.US quote is $261.74 per share");
+    let asked: Vec<_> = trace.attempts.iter().map(|a| a.endpoint).collect();
+    assert_eq!(asked, [Endpoint::StooqQuote, Endpoint::StooqDaily, Endpoint::Finnhub]);
+    assert_eq!(trace.attempts[1].refusal, Some(Refusal::Quota));
 }

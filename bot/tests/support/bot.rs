@@ -28,6 +28,7 @@ pub struct BotProcess {
     child: Child,
     counts: watch::Receiver<Counts>,
     pub log: Arc<Mutex<Vec<String>>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl BotProcess {
@@ -55,7 +56,8 @@ impl BotProcess {
         for (k, v) in &flags {
             cmd.arg(k).arg(v);
         }
-        for var in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "CHATD_BOT_PASSWORD"] {
+        let vars = ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"];
+        for var in vars.into_iter().chain(["CHATD_BOT_PASSWORD", "STOOQ_API_KEY"]) {
             cmd.env_remove(var);
         }
         cmd.env("RUST_LOG", "info,chatd_bot=debug").env("NO_PROXY", "*");
@@ -68,7 +70,7 @@ impl BotProcess {
         let (tx, counts) = watch::channel(Counts::default());
         let log = Arc::new(Mutex::new(Vec::new()));
         let log2 = log.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("[chatd-bot] {line}");
@@ -86,7 +88,7 @@ impl BotProcess {
                 log2.lock().unwrap().push(line);
             }
         });
-        BotProcess { child, counts, log }
+        BotProcess { child, counts, log, reader: Some(reader) }
     }
 
     /// Waits until the bot has established its `n`-th session.
@@ -111,6 +113,15 @@ impl BotProcess {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Stops the bot and returns its whole log (read to the end, so nothing logged is missed).
+    pub async fn stop_and_read_log(&mut self) -> Vec<String> {
+        self.stop().await;
+        if let Some(reader) = self.reader.take() {
+            tokio::time::timeout(PATIENCE, reader).await.expect("chatd-bot's log did not end").unwrap();
+        }
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGTERM, then wait for the exit.
@@ -148,4 +159,34 @@ pub async fn history(conn: &mut LineConn, room: &str) -> Vec<(String, String)> {
         .filter_map(|d| ServerLine::Reply(d).as_message())
         .map(|m| (m.sender, m.text))
         .collect()
+}
+
+/// What `chatd-bot --check` printed and how it exited.
+pub struct CheckRun {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `chatd-bot --check <code>` with `args` and `env` (no daemon needed), without proxies and
+/// without the real stooq key variables of the machine running the tests.
+pub async fn run_check(code: &str, args: &[&str], env: &[(&str, &str)]) -> CheckRun {
+    let mut cmd = Command::new(testkit::bin_path("chatd-bot"));
+    cmd.arg("--check").arg(code).args(args);
+    for var in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "STOOQ_API_KEY"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "info").env("NO_PROXY", "*");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(PATIENCE, cmd.output()).await.expect("chatd-bot --check did not exit").unwrap();
+    CheckRun {
+        success: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

@@ -1,10 +1,12 @@
 //! Test support: a stand-in for stooq (and Finnhub) on 127.0.0.1, serving the shared fixtures.
 //!
 //! A tiny HTTP/1.1 server (one request per connection, `Connection: close`) that answers by
-//! symbol: `/q/l/?s=<code>` (stooq, keyed by the lower-case code) and `/api/v1/quote?symbol=X`
-//! (Finnhub, keyed `fh:<lower-case symbol>`). Each key can be given a body, an HTTP status, a gate
-//! (the answer waits until the test opens it), a connection closed without an answer, or no
-//! answer at all. Unknown keys get stooq's `N/D` row for the symbol, as the live service does.
+//! symbol: `/q/l/?s=<code>` (stooq, keyed by the lower-case code), `/q/d/l/?s=<code>` (stooq's
+//! daily history, keyed `d:<code>`) and `/api/v1/quote?symbol=X` (Finnhub, keyed
+//! `fh:<lower-case symbol>`). Every request target is recorded, so a test can see what was sent.
+//! Each key can be given a body, an HTTP status, a gate (the answer waits until the test opens
+//! it), a connection closed without an answer, or no answer at all. Unknown keys get stooq's `N/D`
+//! row for the symbol, as the live service does.
 
 #![allow(dead_code)]
 
@@ -48,6 +50,7 @@ pub enum Behavior {
 struct State {
     behaviors: HashMap<String, Behavior>,
     hits: HashMap<String, usize>,
+    targets: Vec<String>,
 }
 
 pub struct StubHttp {
@@ -92,6 +95,16 @@ impl StubHttp {
     /// `http://127.0.0.1:PORT/q/l/?s={code}&f=sd2t2ohlcv&h&e=csv`
     pub fn stooq_template(&self) -> String {
         format!("http://{}/q/l/?s={{code}}&f=sd2t2ohlcv&h&e=csv", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/q/d/l/?s={code}&i=d`
+    pub fn daily_template(&self) -> String {
+        format!("http://{}/q/d/l/?s={{code}}&i=d", self.addr)
+    }
+
+    /// Every request target (path and query) received so far, in arrival order.
+    pub fn targets(&self) -> Vec<String> {
+        self.state.lock().unwrap().targets.clone()
     }
 
     pub fn base_url(&self) -> String {
@@ -147,18 +160,20 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
     };
     let key = match path {
         "/api/v1/quote" => format!("fh:{}", param("symbol").unwrap_or_default()),
+        "/q/d/l/" => format!("d:{}", param("s").unwrap_or_default()),
         _ => param("s").unwrap_or_default(),
     }
     .to_ascii_lowercase();
     let behavior = {
         let mut st = state.lock().unwrap();
         *st.hits.entry(key.clone()).or_default() += 1;
+        st.targets.push(target.clone());
         st.behaviors.get(&key).cloned()
     };
     let behavior = behavior.unwrap_or_else(|| {
         Behavior::Body(format!(
             "Symbol,Date,Time,Open,High,Low,Close,Volume\r\n{},N/D,N/D,N/D,N/D,N/D,N/D,N/D\r\n",
-            key.to_ascii_uppercase()
+            key.trim_start_matches("d:").to_ascii_uppercase()
         ))
     });
     let (status, body) = match behavior {
