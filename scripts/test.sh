@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh Debian machine, then runs every test of the workspace.
+# Installs what the tests need on a fresh Debian machine, checks formatting and lints, then runs
+# every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
+
+# Style and lints first: they fail fast and say exactly where.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 # Every binary is built before any test runs (the tests start chatd, chatd-bot, chat, chatd-bench).
 cargo build --workspace --bins

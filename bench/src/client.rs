@@ -36,10 +36,7 @@ pub struct Target {
 
 /// Refuses anything but loopback: this tool only ever loads a daemon on this machine.
 pub fn check_loopback(addr: &str) -> Result<()> {
-    let addrs: Vec<_> = addr
-        .to_socket_addrs()
-        .with_context(|| format!("--addr {addr}: not a host:port"))?
-        .collect();
+    let addrs: Vec<_> = addr.to_socket_addrs().with_context(|| format!("--addr {addr}: not a host:port"))?.collect();
     if addrs.is_empty() {
         bail!("--addr {addr} resolves to nothing");
     }
@@ -51,13 +48,16 @@ pub fn check_loopback(addr: &str) -> Result<()> {
 
 /// Builds the TLS client configuration: `--ca FILE` trusts that CA (chatd's certs/ca.pem),
 /// `--insecure` pins whatever certificate the server shows now (for self-signed IRC test certs).
-pub async fn tls_config(addr: &str, server_name: &str, ca: Option<&std::path::Path>, insecure: bool) -> Result<Arc<ClientConfig>> {
+pub async fn tls_config(
+    addr: &str,
+    server_name: &str,
+    ca: Option<&std::path::Path>,
+    insecure: bool,
+) -> Result<Arc<ClientConfig>> {
     let trust = match (ca, insecure) {
         (Some(path), _) => Trust::CaFile(path.to_path_buf()),
         (None, true) => {
-            let fp = tls::probe_fingerprint(addr, server_name)
-                .await
-                .map_err(|e| connect_error(addr, e))?;
+            let fp = tls::probe_fingerprint(addr, server_name).await.map_err(|e| connect_error(addr, e))?;
             Trust::Fingerprint(chatd_proto::parse_fingerprint(&fp).context("bad fingerprint")?)
         }
         (None, false) => Trust::System,
@@ -125,7 +125,13 @@ impl Target {
             Ok(conn)
         })
         .await
-        .map_err(|_| anyhow!("{}: setting up {user} took over {:?} (daemon overloaded or not answering)", self.addr, self.setup_timeout))?
+        .map_err(|_| {
+            anyhow!(
+                "{}: setting up {user} took over {:?} (daemon overloaded or not answering)",
+                self.addr,
+                self.setup_timeout
+            )
+        })?
     }
 }
 
@@ -226,7 +232,11 @@ async fn irc_join(conn: &mut LineConn, chan: &str) -> Result<()> {
 
 /// Reads server lines during `what` (registration, a JOIN), answering PINGs and failing on
 /// `ERROR` or a closed connection, until `step` says the wait is over (`Ok(true)`) or refused.
-async fn irc_until(conn: &mut LineConn, what: &str, mut step: impl FnMut(&IrcLine, &str) -> Result<bool>) -> Result<()> {
+async fn irc_until(
+    conn: &mut LineConn,
+    what: &str,
+    mut step: impl FnMut(&IrcLine, &str) -> Result<bool>,
+) -> Result<()> {
     loop {
         let Some(line) = conn.read_line().await? else {
             bail!("the server closed the connection during {what}");

@@ -94,11 +94,9 @@ impl Shared {
         if phase != self.phase.load(Relaxed) || phase as usize >= MAX_PHASES {
             return; // a replayed or stale message
         }
-        let (Some(sender), _seq, Some(t)) = (
-            it.next().and_then(|s| s.parse::<usize>().ok()),
-            it.next(),
-            it.next().and_then(|s| s.parse::<u64>().ok()),
-        ) else {
+        let (Some(sender), _seq, Some(t)) =
+            (it.next().and_then(|s| s.parse::<usize>().ok()), it.next(), it.next().and_then(|s| s.parse::<u64>().ok()))
+        else {
             return;
         };
         let now = self.now_ns();
@@ -166,10 +164,9 @@ async fn on_chatd_line(line: &str, writer: &Mutex<LineWriter>, shared: &Shared, 
             let token = e.fields.first().cloned().unwrap_or_default();
             let _ = writer.lock().await.send(&format!("PONG {token}")).await;
         }
-        Ok(ServerLine::Event(e)) if e.name == "BYE"
-            && !shared.closing.load(Relaxed) => {
-                shared.problem(format!("client {me}: * BYE :{}", e.text.unwrap_or_default()));
-            }
+        Ok(ServerLine::Event(e)) if e.name == "BYE" && !shared.closing.load(Relaxed) => {
+            shared.problem(format!("client {me}: * BYE :{}", e.text.unwrap_or_default()));
+        }
         Ok(ServerLine::Reply(r)) if r.verb == "MSG" => {
             if r.code >= 400 {
                 shared.errors.fetch_add(1, Relaxed);
@@ -197,10 +194,9 @@ async fn on_irc_line(line: &str, writer: &Mutex<LineWriter>, shared: &Shared, me
             let token = m.params.last().copied().unwrap_or("");
             let _ = writer.lock().await.send(&format!("PONG :{token}")).await;
         }
-        "ERROR"
-            if !shared.closing.load(Relaxed) => {
-                shared.problem(format!("client {me}: {line}"));
-            }
+        "ERROR" if !shared.closing.load(Relaxed) => {
+            shared.problem(format!("client {me}: {line}"));
+        }
         c if c.len() == 3 && (c.starts_with('4') || c.starts_with('5')) => {
             shared.errors.fetch_add(1, Relaxed);
             shared.problem(format!("client {me}: {line}"));

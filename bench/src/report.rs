@@ -19,18 +19,102 @@ struct Metric {
 }
 
 const METRICS: &[Metric] = &[
-    Metric { name: "burst deliveries/s (saturation)", scenario: "fanout", phase: Some("burst"), path: &["deliveries_per_sec"], scale: 1.0, higher_is_better: true },
-    Metric { name: "burst server CPU µs/delivery", scenario: "fanout", phase: Some("burst"), path: &["server_cpu_us_per_delivery"], scale: 1.0, higher_is_better: false },
-    Metric { name: "burst latency p99 ms", scenario: "fanout", phase: Some("burst"), path: &["latency", "p99_us"], scale: 1e-3, higher_is_better: false },
-    Metric { name: "burst generator CPU (cores)", scenario: "fanout", phase: Some("burst"), path: &["generator_cpu_util"], scale: 1.0, higher_is_better: false },
-    Metric { name: "paced deliveries/s", scenario: "fanout", phase: Some("paced"), path: &["deliveries_per_sec"], scale: 1.0, higher_is_better: true },
-    Metric { name: "paced latency p50 ms", scenario: "fanout", phase: Some("paced"), path: &["latency", "p50_us"], scale: 1e-3, higher_is_better: false },
-    Metric { name: "paced latency p99 ms", scenario: "fanout", phase: Some("paced"), path: &["latency", "p99_us"], scale: 1e-3, higher_is_better: false },
-    Metric { name: "paced latency p99.9 ms", scenario: "fanout", phase: Some("paced"), path: &["latency", "p999_us"], scale: 1e-3, higher_is_better: false },
-    Metric { name: "paced server CPU µs/delivery", scenario: "fanout", phase: Some("paced"), path: &["server_cpu_us_per_delivery"], scale: 1.0, higher_is_better: false },
-    Metric { name: "paced lost deliveries", scenario: "fanout", phase: Some("paced"), path: &["lost"], scale: 1.0, higher_is_better: false },
-    Metric { name: "idle KiB/connection", scenario: "idle", phase: None, path: &["bytes_per_connection"], scale: 1.0 / 1024.0, higher_is_better: false },
-    Metric { name: "idle connect+login+join all, s", scenario: "idle", phase: None, path: &["connect_secs"], scale: 1.0, higher_is_better: false },
+    Metric {
+        name: "burst deliveries/s (saturation)",
+        scenario: "fanout",
+        phase: Some("burst"),
+        path: &["deliveries_per_sec"],
+        scale: 1.0,
+        higher_is_better: true,
+    },
+    Metric {
+        name: "burst server CPU µs/delivery",
+        scenario: "fanout",
+        phase: Some("burst"),
+        path: &["server_cpu_us_per_delivery"],
+        scale: 1.0,
+        higher_is_better: false,
+    },
+    Metric {
+        name: "burst latency p99 ms",
+        scenario: "fanout",
+        phase: Some("burst"),
+        path: &["latency", "p99_us"],
+        scale: 1e-3,
+        higher_is_better: false,
+    },
+    Metric {
+        name: "burst generator CPU (cores)",
+        scenario: "fanout",
+        phase: Some("burst"),
+        path: &["generator_cpu_util"],
+        scale: 1.0,
+        higher_is_better: false,
+    },
+    Metric {
+        name: "paced deliveries/s",
+        scenario: "fanout",
+        phase: Some("paced"),
+        path: &["deliveries_per_sec"],
+        scale: 1.0,
+        higher_is_better: true,
+    },
+    Metric {
+        name: "paced latency p50 ms",
+        scenario: "fanout",
+        phase: Some("paced"),
+        path: &["latency", "p50_us"],
+        scale: 1e-3,
+        higher_is_better: false,
+    },
+    Metric {
+        name: "paced latency p99 ms",
+        scenario: "fanout",
+        phase: Some("paced"),
+        path: &["latency", "p99_us"],
+        scale: 1e-3,
+        higher_is_better: false,
+    },
+    Metric {
+        name: "paced latency p99.9 ms",
+        scenario: "fanout",
+        phase: Some("paced"),
+        path: &["latency", "p999_us"],
+        scale: 1e-3,
+        higher_is_better: false,
+    },
+    Metric {
+        name: "paced server CPU µs/delivery",
+        scenario: "fanout",
+        phase: Some("paced"),
+        path: &["server_cpu_us_per_delivery"],
+        scale: 1.0,
+        higher_is_better: false,
+    },
+    Metric {
+        name: "paced lost deliveries",
+        scenario: "fanout",
+        phase: Some("paced"),
+        path: &["lost"],
+        scale: 1.0,
+        higher_is_better: false,
+    },
+    Metric {
+        name: "idle KiB/connection",
+        scenario: "idle",
+        phase: None,
+        path: &["bytes_per_connection"],
+        scale: 1.0 / 1024.0,
+        higher_is_better: false,
+    },
+    Metric {
+        name: "idle connect+login+join all, s",
+        scenario: "idle",
+        phase: None,
+        path: &["connect_secs"],
+        scale: 1.0,
+        higher_is_better: false,
+    },
 ];
 
 fn lookup<'a>(v: &'a Value, m: &Metric) -> Option<&'a Value> {
@@ -134,7 +218,12 @@ pub fn report(dir: &Path, subject: &str) -> Result<String> {
                 notes.push(format!("{s} {scen}: {bad} of {} runs had losses, drops or errors", runs.len()));
             }
             if let Some(v) = runs.first() {
-                notes.push(format!("{s} {scen}: {} ({}), params {}", v["proto"], if v["tls"] == true { "TLS" } else { "plaintext" }, v["params"]));
+                notes.push(format!(
+                    "{s} {scen}: {} ({}), params {}",
+                    v["proto"],
+                    if v["tls"] == true { "TLS" } else { "plaintext" },
+                    v["params"]
+                ));
             }
         }
     }

@@ -101,7 +101,9 @@ pub async fn fanout(ctx: &Ctx, a: &FanoutArgs) -> Result<Outcome> {
         bail!("--senders must be at most --clients (and --clients > 0)");
     }
     check_fds(ctx, a.clients)?;
-    let fleet = Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, a.rooms), ctx.concurrency, ctx.deadline).await?;
+    let fleet =
+        Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, a.rooms), ctx.concurrency, ctx.deadline)
+            .await?;
     let mut plan = Vec::new();
     if let Some(rate) = a.rate {
         plan.push(("paced", Some(rate), a.paced_messages.unwrap_or(a.messages)));
@@ -178,7 +180,9 @@ pub async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let rss0 = ctx.pid.map(sys::proc_rss_kib).transpose()?;
-    let fleet = Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, rooms), ctx.concurrency, ctx.deadline).await?;
+    let fleet =
+        Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, rooms), ctx.concurrency, ctx.deadline)
+            .await?;
     let settle_end = (TInstant::now() + Duration::from_secs(a.settle)).min(ctx.deadline);
     tokio::time::sleep_until(settle_end).await;
     let rss1 = ctx.pid.map(sys::proc_rss_kib).transpose()?;
@@ -457,7 +461,9 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> Result<Outcome> {
         bail!("--senders must be at most --clients (and --clients >= 2)");
     }
     check_fds(ctx, a.clients + a.storm_concurrency)?;
-    let fleet = Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, a.rooms), ctx.concurrency, ctx.deadline).await?;
+    let fleet =
+        Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, a.rooms), ctx.concurrency, ctx.deadline)
+            .await?;
     let storm_user = |i: usize| format!("{}s{:04}", ctx.target.prefix, i % a.storm_accounts.max(1));
     if ctx.target.proto == Proto::Chatd {
         for i in 0..a.storm_accounts.max(1) {
@@ -484,10 +490,12 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> Result<Outcome> {
     let (ok_n, fail_n) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let first_fail: Arc<std::sync::Mutex<Option<String>>> = Default::default();
     let storm_task = {
-        let (stop, login_h, ok_n, fail_n, first_fail) = (stop.clone(), login_h.clone(), ok_n.clone(), fail_n.clone(), first_fail.clone());
+        let (stop, login_h, ok_n, fail_n, first_fail) =
+            (stop.clone(), login_h.clone(), ok_n.clone(), fail_n.clone(), first_fail.clone());
         let target = ctx.target.clone();
         let users: Vec<String> = (0..a.storm_accounts.max(1)).map(storm_user).collect();
-        let (rate, gate, deadline) = (a.logins_per_sec, Arc::new(tokio::sync::Semaphore::new(a.storm_concurrency.max(1))), ctx.deadline);
+        let (rate, gate, deadline) =
+            (a.logins_per_sec, Arc::new(tokio::sync::Semaphore::new(a.storm_concurrency.max(1))), ctx.deadline);
         let max_logins = (rate * (a.seconds as f64 + 10.0)).ceil() as u64;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
@@ -503,7 +511,8 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> Result<Outcome> {
                     continue;
                 };
                 let (target, user) = (target.clone(), users[k as usize % users.len()].clone());
-                let (login_h, ok_n, fail_n, first_fail) = (login_h.clone(), ok_n.clone(), fail_n.clone(), first_fail.clone());
+                let (login_h, ok_n, fail_n, first_fail) =
+                    (login_h.clone(), ok_n.clone(), fail_n.clone(), first_fail.clone());
                 inflight.spawn(async move {
                     let _permit = permit;
                     let t0 = Instant::now();

@@ -34,8 +34,14 @@ async fn tiny_scenarios_against_a_real_daemon() {
     let plain = d.plain_addr.clone().expect("plaintext listener");
 
     // Fan-out over TLS: a paced phase, then a closed-loop burst; 6 clients, 2 rooms, 2 senders.
-    let v = run_bench(&d, &dir.path().join("fanout.json"), &d.addr, true,
-        &["--prefix", "f", "fanout", "-c", "6", "-r", "2", "-s", "2", "-m", "10", "--rate", "200", "--burst"]).await;
+    let v = run_bench(
+        &d,
+        &dir.path().join("fanout.json"),
+        &d.addr,
+        true,
+        &["--prefix", "f", "fanout", "-c", "6", "-r", "2", "-s", "2", "-m", "10", "--rate", "200", "--burst"],
+    )
+    .await;
     let phases = v["results"]["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 2);
     for p in phases {
@@ -46,21 +52,81 @@ async fn tiny_scenarios_against_a_real_daemon() {
     }
 
     // Durable posts over plaintext, pipelined: every MSG acknowledged.
-    let v = run_bench(&d, &dir.path().join("posts.json"), &plain, false,
-        &["--prefix", "p", "posts", "-s", "2", "-m", "20", "--window", "4"]).await;
+    let v = run_bench(
+        &d,
+        &dir.path().join("posts.json"),
+        &plain,
+        false,
+        &["--prefix", "p", "posts", "-s", "2", "-m", "20", "--window", "4"],
+    )
+    .await;
     assert_eq!(v["results"]["acked"], 40, "{v:#}");
 
     // Idle connections and daemon memory; then HISTORY under a little load; then a tiny storm.
-    let v = run_bench(&d, &dir.path().join("idle.json"), &d.addr, true,
-        &["--prefix", "i", "idle", "-c", "5", "--settle", "0", "--warmup", "1"]).await;
+    let v = run_bench(
+        &d,
+        &dir.path().join("idle.json"),
+        &d.addr,
+        true,
+        &["--prefix", "i", "idle", "-c", "5", "--settle", "0", "--warmup", "1"],
+    )
+    .await;
     assert!(v["results"]["rss_after_kib"].as_u64().unwrap() > 0);
-    let v = run_bench(&d, &dir.path().join("history.json"), &plain, false,
-        &["--prefix", "h", "history", "--clients", "4", "--rooms", "1", "--senders", "1", "--rate", "100",
-          "--messages", "50", "--queriers", "1", "--queries", "20", "--limit", "10"]).await;
+    let v = run_bench(
+        &d,
+        &dir.path().join("history.json"),
+        &plain,
+        false,
+        &[
+            "--prefix",
+            "h",
+            "history",
+            "--clients",
+            "4",
+            "--rooms",
+            "1",
+            "--senders",
+            "1",
+            "--rate",
+            "100",
+            "--messages",
+            "50",
+            "--queriers",
+            "1",
+            "--queries",
+            "20",
+            "--limit",
+            "10",
+        ],
+    )
+    .await;
     assert!(v["results"]["history_rtt"]["count"].as_u64().unwrap() > 0, "{v:#}");
-    let v = run_bench(&d, &dir.path().join("storm.json"), &plain, false,
-        &["--prefix", "s", "storm", "--clients", "4", "--rooms", "1", "--senders", "1", "--rate", "50",
-          "--seconds", "1", "--logins-per-sec", "4", "--storm-accounts", "2"]).await;
+    let v = run_bench(
+        &d,
+        &dir.path().join("storm.json"),
+        &plain,
+        false,
+        &[
+            "--prefix",
+            "s",
+            "storm",
+            "--clients",
+            "4",
+            "--rooms",
+            "1",
+            "--senders",
+            "1",
+            "--rate",
+            "50",
+            "--seconds",
+            "1",
+            "--logins-per-sec",
+            "4",
+            "--storm-accounts",
+            "2",
+        ],
+    )
+    .await;
     assert!(v["results"]["logins_ok"].as_u64().unwrap() > 0, "{v:#}");
 }
 

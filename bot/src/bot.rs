@@ -46,7 +46,8 @@ impl Bot {
     pub fn new(config: &Config) -> anyhow::Result<(Arc<Bot>, mpsc::Receiver<Outgoing>)> {
         let (out, rx) = mpsc::channel(QUEUE);
         let sources = Sources::new(config.primary.clone(), config.fallback.clone(), config.timeout)?;
-        let limiter = (config.rate_limit > 0).then(|| Mutex::new(RateLimiter::new(config.rate_limit, config.rate_window)));
+        let limiter =
+            (config.rate_limit > 0).then(|| Mutex::new(RateLimiter::new(config.rate_limit, config.rate_window)));
         let bot = Bot {
             command: config.command.clone(),
             sources,

@@ -118,8 +118,8 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 /// Connects, logs in and announces the command word.
 pub async fn connect(config: &Config, bot: &Arc<Bot>) -> Result<LineConn, ConnectError> {
     let password = config.password.read().map_err(ConnectError::Setup)?;
-    let tls = client_config(&config.trust.resolve())
-        .map_err(|e| ConnectError::Setup(anyhow::anyhow!("TLS setup: {e}")))?;
+    let tls =
+        client_config(&config.trust.resolve()).map_err(|e| ConnectError::Setup(anyhow::anyhow!("TLS setup: {e}")))?;
     timeout(CONNECT_TIMEOUT, async {
         let mut conn = LineConn::connect_tls(&config.addr, &config.server_name, tls).await?;
         let login = conn.call(&format!("LOGIN {} {}", config.user, password)).await?;
@@ -161,8 +161,7 @@ async fn session(
     let (ctl_tx, ctl_rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = watch::channel(false);
     let pacing = TokenBucket::new(config.send_rate, config.send_burst, Instant::now().into_std());
-    let mut writer_task =
-        tokio::spawn(write_loop(writer, answers, ctl_rx, stop_rx, pacing, config.keepalive));
+    let mut writer_task = tokio::spawn(write_loop(writer, answers, ctl_rx, stop_rx, pacing, config.keepalive));
     let read = read_loop(reader, bot.clone(), ctl_tx, config.keepalive * 2);
     tokio::pin!(read);
 

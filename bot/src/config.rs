@@ -634,9 +634,18 @@ mod tests {
     fn flags() {
         let c = Config::build(
             parse(&[
-                "--addr", "127.0.0.1:7000", "--fingerprint", &"ab".repeat(32), "--quote-url",
-                "http://127.0.0.1:1/q/l/?s={code}", "--timeout", "0.5", "--fallback", "finnhub",
-                "--finnhub-url", "http://127.0.0.1:2",
+                "--addr",
+                "127.0.0.1:7000",
+                "--fingerprint",
+                &"ab".repeat(32),
+                "--quote-url",
+                "http://127.0.0.1:1/q/l/?s={code}",
+                "--timeout",
+                "0.5",
+                "--fallback",
+                "finnhub",
+                "--finnhub-url",
+                "http://127.0.0.1:2",
             ]),
             EnvSecrets {
                 password: Some("pw-from-env".into()),
@@ -757,7 +766,9 @@ cache_ttl = 0
     #[test]
     fn help_shows_the_defaults() {
         let help = Settings::command_with_defaults().render_help().to_string();
-        for shown in ["[default: 127.0.0.1:6697]", "[default: 5]", "[default: 0.5]", "[default: none]", "[default: stooq]"] {
+        for shown in
+            ["[default: 127.0.0.1:6697]", "[default: 5]", "[default: 0.5]", "[default: none]", "[default: stooq]"]
+        {
             assert!(help.contains(shown), "{shown} missing in:\n{help}");
         }
     }

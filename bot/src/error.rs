@@ -72,10 +72,9 @@ impl QuoteError {
             QuoteError::Http(status) => {
                 format!("No quote for {shown}: the quote service answered with HTTP error {status}")
             }
-            QuoteError::Timeout(d) => format!(
-                "No quote for {shown}: the quote service did not answer within {}",
-                human_duration(*d)
-            ),
+            QuoteError::Timeout(d) => {
+                format!("No quote for {shown}: the quote service did not answer within {}", human_duration(*d))
+            }
             QuoteError::Unreachable(_) => {
                 format!("No quote for {shown}: the quote service is unreachable, try again later")
             }

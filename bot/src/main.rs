@@ -22,10 +22,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     // Before any thread starts: the secrets are taken out of the environment here.
     let config = Config::load()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     if let Some(code) = config.check.clone() {
         let ok = runtime.block_on(check(&config, &code))?;
         std::process::exit(if ok { 0 } else { 1 });

@@ -101,10 +101,7 @@ pub fn parse_stooq_csv(body: &str, code: &str) -> Result<Quote, QuoteError> {
     if trimmed.starts_with('<') {
         return Err(QuoteError::Refused);
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(body.as_bytes());
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(body.as_bytes());
     let headers = reader.headers().map_err(|_| QuoteError::Refused)?.clone();
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let (Some(symbol_col), Some(close_col)) = (column("Symbol"), column("Close")) else {
@@ -128,9 +125,7 @@ pub fn parse_stooq_csv(body: &str, code: &str) -> Result<Quote, QuoteError> {
     }
     let record = chosen.ok_or(QuoteError::NoData)?;
     let symbol = record.get(symbol_col).unwrap_or_default();
-    let close = record
-        .get(close_col)
-        .ok_or_else(|| QuoteError::Malformed("row without a Close field".into()))?;
+    let close = record.get(close_col).ok_or_else(|| QuoteError::Malformed("row without a Close field".into()))?;
     if close.eq_ignore_ascii_case("N/D") {
         let shown = if is_valid_symbol(symbol) { symbol.to_ascii_uppercase() } else { code.to_ascii_uppercase() };
         return Err(QuoteError::UnknownSymbol(shown));
@@ -177,9 +172,7 @@ pub fn parse_stooq_daily(body: &str, code: &str) -> Result<Quote, QuoteError> {
         .filter(|s| is_valid_symbol(s))
         .map(str::to_ascii_uppercase)
         .unwrap_or_else(|| code.to_ascii_uppercase());
-    let close = record
-        .get(close_col)
-        .ok_or_else(|| QuoteError::Malformed("row without a Close field".into()))?;
+    let close = record.get(close_col).ok_or_else(|| QuoteError::Malformed("row without a Close field".into()))?;
     if close.eq_ignore_ascii_case("N/D") {
         return Err(QuoteError::UnknownSymbol(shown));
     }
@@ -227,14 +220,8 @@ mod tests {
     fn defensive_fixtures() {
         assert_eq!(parse_stooq_csv(&fixture("empty_body.csv"), "aapl.us"), Err(QuoteError::Empty));
         assert_eq!(parse_stooq_csv(&fixture("header_only.csv"), "aapl.us"), Err(QuoteError::NoData));
-        assert_eq!(
-            parse_stooq_csv(&fixture("exceeded_daily_hits_limit.txt"), "aapl.us"),
-            Err(QuoteError::Refused)
-        );
-        assert_eq!(
-            parse_stooq_csv(&fixture("html_page_does_not_exist.html"), "aapl.us"),
-            Err(QuoteError::Refused)
-        );
+        assert_eq!(parse_stooq_csv(&fixture("exceeded_daily_hits_limit.txt"), "aapl.us"), Err(QuoteError::Refused));
+        assert_eq!(parse_stooq_csv(&fixture("html_page_does_not_exist.html"), "aapl.us"), Err(QuoteError::Refused));
     }
 
     #[test]

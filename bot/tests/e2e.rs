@@ -186,7 +186,8 @@ async fn per_user_rate_limit_answers_politely_once() {
     let daemon = Daemon::start().await;
     let stub = StubHttp::start().await;
     let mut bot =
-        BotProcess::start(&daemon, &stub.stooq_template(), &[("--rate-limit", "2"), ("--rate-window", "600")], &[]).await;
+        BotProcess::start(&daemon, &stub.stooq_template(), &[("--rate-limit", "2"), ("--rate-window", "600")], &[])
+            .await;
     bot.wait_serving(1).await;
     let mut alice = daemon.member("alice", "general").await;
     let mut bob = daemon.member("bob", "general").await;
@@ -287,7 +288,10 @@ async fn fallback_source_answers_when_stooq_refuses() {
     let daemon = Daemon::start().await;
     let stub = StubHttp::start().await;
     stub.fixture("aapl.us", "exceeded_daily_hits_limit.txt");
-    stub.body("fh:aapl", r#"{"c":261.74,"d":0.83,"dp":0.318,"h":263.31,"l":260.68,"o":261.07,"pc":260.91,"t":1700000000}"#);
+    stub.body(
+        "fh:aapl",
+        r#"{"c":261.74,"d":0.83,"dp":0.318,"h":263.31,"l":260.68,"o":261.07,"pc":260.91,"t":1700000000}"#,
+    );
     let key_file = daemon.dir.join("finnhub.key");
     std::fs::write(&key_file, "test-key\n").unwrap();
     let base = stub.base_url();

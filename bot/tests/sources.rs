@@ -93,7 +93,10 @@ async fn unreachable_service() {
 async fn fallback_when_the_primary_fails() {
     let stub = StubHttp::start().await;
     stub.fixture("aapl.us", "exceeded_daily_hits_limit.txt");
-    stub.body("fh:aapl", r#"{"c":261.74,"d":0.83,"dp":0.318,"h":263.31,"l":260.68,"o":261.07,"pc":260.91,"t":1700000000}"#);
+    stub.body(
+        "fh:aapl",
+        r#"{"c":261.74,"d":0.83,"dp":0.318,"h":263.31,"l":260.68,"o":261.07,"pc":260.91,"t":1700000000}"#,
+    );
     stub.fixture("zzzz.us", "unknown_zzzz_us_nd.csv");
     stub.set("ibm", Behavior::Status(500, String::new()));
     stub.body("fh:ibm", r#"{"c":0,"d":null,"dp":null,"h":0,"l":0,"o":0,"pc":0,"t":0}"#);

@@ -64,7 +64,11 @@ impl BotProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.current_dir(&daemon.dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.current_dir(&daemon.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn chatd-bot");
         let stderr = child.stderr.take().unwrap();
         let (tx, counts) = watch::channel(Counts::default());
@@ -154,11 +158,7 @@ pub async fn ask(conn: &mut LineConn, room: &str, text: &str) {
 pub async fn history(conn: &mut LineConn, room: &str) -> Vec<(String, String)> {
     let r = testkit::call(conn, &format!("HISTORY {room}")).await;
     assert_eq!(r.fin.code, 200, "HISTORY {room}: {:?}", r.fin);
-    r.data
-        .into_iter()
-        .filter_map(|d| ServerLine::Reply(d).as_message())
-        .map(|m| (m.sender, m.text))
-        .collect()
+    r.data.into_iter().filter_map(|d| ServerLine::Reply(d).as_message()).map(|m| (m.sender, m.text)).collect()
 }
 
 /// What `chatd-bot --check` printed and how it exited.
