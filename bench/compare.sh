@@ -4,6 +4,8 @@
 #
 #   bench/compare.sh                     # ROUNDS=3 by default
 #   ROUNDS=5 IDLE_N=10000 bench/compare.sh
+#   CHATD_BEFORE=/tmp/chatd-old SERVERS="chatd before" bench/compare.sh
+#                                        # a before/after comparison: another chatd binary as a column
 #
 # Every daemon runs in the foreground as a child of this script, on 127.0.0.1 and non-default
 # ports, with a fresh temporary directory (chatd: fresh database) for each round, and is killed
@@ -25,6 +27,7 @@ IDLE_N=${IDLE_N:-5000}
 THREADS=${THREADS:-1}                 # generator threads
 OUT=${OUT:-$ROOT/target/bench-compare/$(date +%Y%m%d-%H%M%S)}
 TIMEOUT=${TIMEOUT:-900}
+CHATD_BEFORE=${CHATD_BEFORE:-}        # a chatd binary served as the column "before"
 
 CHATD_TLS_PORT=36697 CHATD_PLAIN_PORT=36667
 NGIRCD_PLAIN_PORT=16667 NGIRCD_TLS_PORT=16697
@@ -87,7 +90,7 @@ wait_port() { # port seconds
 # start_<server> DIR: starts it in the foreground (as our child), sets DAEMON_PID, ADDR, TLSARGS, CONC.
 start_chatd() {
     cp "$ROOT/bench/configs/chatd-bench.toml" "$1/chatd.toml"
-    "$CHATD" --config "$1/chatd.toml" >"$1/chatd.out" 2>"$1/chatd.err" &
+    "${CHATD_BIN:-$CHATD}" --config "$1/chatd.toml" >"$1/chatd.out" 2>"$1/chatd.err" &
     DAEMON_PID=$!
     local i
     for ((i = 0; i < 300; i++)); do
@@ -102,6 +105,10 @@ start_chatd() {
         ADDR=127.0.0.1:$CHATD_PLAIN_PORT TLSARGS=()
     fi
     PROTO=chatd CONC=256
+}
+start_before() {
+    [ -x "$CHATD_BEFORE" ] || { log "CHATD_BEFORE is not an executable chatd"; return 1; }
+    CHATD_BIN=$CHATD_BEFORE start_chatd "$1"
 }
 irc_conf() { # name dir plain tls
     sed -e "s|@DIR@|$2|g" -e "s|@PLAIN_PORT@|$3|g" -e "s|@TLS_PORT@|$4|g" \
