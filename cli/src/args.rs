@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use chatd_proto::names::RoomName;
 use clap::Parser;
 
 /// Terminal client for chatd.
@@ -82,6 +83,11 @@ pub struct Args {
     /// Longest wait between two reconnection attempts.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub max_backoff: f64,
+
+    /// Add the underlying library's message to network and TLS errors (they are told in words
+    /// either way).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Everything the session needs, resolved from the flags.
@@ -94,10 +100,12 @@ pub struct Config {
     /// Interactive terminal mode (line editor, prompts, colours allowed).
     pub interactive: bool,
     pub color: bool,
-    pub join: Vec<String>,
+    pub join: Vec<RoomName>,
     pub bots: HashSet<String>,
     pub eof_grace: Duration,
     pub max_backoff: Duration,
+    /// Show the library's text of network and TLS errors too.
+    pub verbose: bool,
 }
 
 impl Config {
@@ -112,15 +120,23 @@ impl Config {
         if !(args.max_backoff > 0.0 && args.max_backoff.is_finite()) {
             bail!("--max-backoff must be a positive number of seconds");
         }
+        let mut join = Vec::new();
+        for room in args.join.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+            match RoomName::parse(room) {
+                Some(r) => join.push(r),
+                None => bail!("--join: {room:?} is not a room name (1-32 of a-z, 0-9, _ or -)"),
+            }
+        }
         Ok(Config {
             addr: args.server.clone(),
             server_name: args.server_name.clone().unwrap_or_else(|| host.to_string()),
             interactive,
             color,
-            join: args.join.iter().map(|r| normalize_room(r)).filter(|r| !r.is_empty()).collect(),
+            join,
             bots: args.bots.iter().map(|b| b.trim().to_lowercase()).filter(|b| !b.is_empty()).collect(),
             eof_grace: Duration::from_secs_f64(args.eof_grace),
             max_backoff: Duration::from_secs_f64(args.max_backoff),
+            verbose: args.verbose,
         })
     }
 
@@ -142,11 +158,6 @@ pub fn split_host_port(addr: &str) -> Result<(&str, &str)> {
         bail!("{addr:?} is not host:port");
     }
     Ok((host, port))
-}
-
-/// Room names as the daemon shows them: lower case, without an IRC-style leading `#`.
-pub fn normalize_room(room: &str) -> String {
-    room.trim().trim_start_matches('#').to_lowercase()
 }
 
 #[cfg(test)]
@@ -173,6 +184,10 @@ mod tests {
 
     #[test]
     fn rooms() {
-        assert_eq!(normalize_room("#General"), "general");
+        let args = Args::parse_from(["chat", "127.0.0.1:1", "--join", "#General,random"]);
+        let cfg = Config::from_args(&args, false, false).unwrap();
+        assert_eq!(cfg.join.iter().map(|r| r.as_str()).collect::<Vec<_>>(), ["general", "random"]);
+        let args = Args::parse_from(["chat", "127.0.0.1:1", "--join", "no/slash"]);
+        assert!(Config::from_args(&args, false, false).is_err());
     }
 }

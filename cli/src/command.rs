@@ -1,7 +1,8 @@
 //! What a typed line means: a client slash command (`/join`, `/history`, ...) or text to post in
 //! the current room. Unknown slash commands (`/stock=aapl.us`) are posted as they are, for the bots.
+//! Room names are checked here, by the protocol's own rules.
 
-use crate::args::normalize_room;
+use chatd_proto::names::RoomName;
 
 pub const HELP: &str = "\
 Commands (anything else is posted to the current room):
@@ -13,7 +14,7 @@ Commands (anything else is posted to the current room):
   /history [n]      show up to n (default 20, at most 50) older messages of the current room;
                     again (or /more) to page further back
   /more             the next page of /history
-  /raw <line>       send a protocol line as it is
+  /raw <line>       send a protocol line (checked as the daemon would)
   /help             this help
   /quit [reason]    leave
   /stock=aapl.us    any other /command is posted to the room for the bots";
@@ -21,15 +22,16 @@ Commands (anything else is posted to the current room):
 /// Default page size of `/history`.
 pub const DEFAULT_HISTORY: usize = 20;
 
+/// What a typed line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum Action {
     /// Nothing to do (an empty line).
     Nothing,
-    Join(String),
-    Part(Option<String>),
-    Switch(String),
+    Join(RoomName),
+    Part(Option<RoomName>),
+    Switch(RoomName),
     Rooms,
-    Who(Option<String>),
+    Who(Option<RoomName>),
     History(Option<usize>),
     More,
     Raw(String),
@@ -39,50 +41,52 @@ pub enum Command {
     Say(String),
     /// A client command used wrongly; the text says how to use it.
     Usage(&'static str),
+    /// A room name the daemon would refuse (as typed).
+    BadRoom(String),
 }
 
-impl Command {
-    pub fn parse(line: &str) -> Command {
+impl Action {
+    pub fn parse(line: &str) -> Action {
         let line = line.trim_end_matches(['\r', '\n']);
         if line.trim().is_empty() {
-            return Command::Nothing;
+            return Action::Nothing;
         }
         let Some(rest) = line.strip_prefix('/') else {
-            return Command::Say(line.to_string());
+            return Action::Say(line.to_string());
         };
         let (word, arg) = match rest.split_once(char::is_whitespace) {
             Some((w, a)) => (w, a.trim()),
             None => (rest, ""),
         };
         let arg_opt = || (!arg.is_empty()).then(|| arg.to_string());
-        let room_opt = || (!arg.is_empty()).then(|| normalize_room(arg));
+        // A room argument: none, a valid name, or a name the daemon would refuse.
+        let room = || if arg.is_empty() { Ok(None) } else { RoomName::parse(arg).map(Some).ok_or(arg) };
+        let needs_room = |usage| match room() {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(Action::Usage(usage)),
+            Err(bad) => Err(Action::BadRoom(bad.to_string())),
+        };
         match word.to_ascii_lowercase().as_str() {
-            "join" | "j" => match room_opt() {
-                Some(r) if !r.contains(char::is_whitespace) => Command::Join(r),
-                _ => Command::Usage("usage: /join <room>"),
-            },
-            "part" | "leave" => Command::Part(room_opt()),
-            "switch" | "sw" | "go" => match room_opt() {
-                Some(r) => Command::Switch(r),
-                None => Command::Usage("usage: /switch <room>"),
-            },
-            "rooms" | "list" => Command::Rooms,
-            "who" | "names" => Command::Who(room_opt()),
+            "join" | "j" => needs_room("usage: /join <room>").map_or_else(|e| e, Action::Join),
+            "part" | "leave" => room().map_or_else(|bad| Action::BadRoom(bad.to_string()), Action::Part),
+            "switch" | "sw" | "go" => needs_room("usage: /switch <room>").map_or_else(|e| e, Action::Switch),
+            "rooms" | "list" => Action::Rooms,
+            "who" | "names" => room().map_or_else(|bad| Action::BadRoom(bad.to_string()), Action::Who),
             "history" => match arg_opt() {
-                None => Command::History(None),
+                None => Action::History(None),
                 Some(n) => match n.parse::<usize>() {
-                    Ok(n) if n >= 1 => Command::History(Some(n.min(50))),
-                    _ => Command::Usage("usage: /history [n]   (1 to 50)"),
+                    Ok(n) if n >= 1 => Action::History(Some(n.min(50))),
+                    _ => Action::Usage("usage: /history [n]   (1 to 50)"),
                 },
             },
-            "more" => Command::More,
+            "more" => Action::More,
             "raw" | "quote" => match arg_opt() {
-                Some(l) => Command::Raw(l),
-                None => Command::Usage("usage: /raw <protocol line>"),
+                Some(l) => Action::Raw(l),
+                None => Action::Usage("usage: /raw <protocol line>"),
             },
-            "help" | "?" => Command::Help,
-            "quit" | "exit" => Command::Quit(arg_opt()),
-            _ => Command::Say(line.to_string()),
+            "help" | "?" => Action::Help,
+            "quit" | "exit" => Action::Quit(arg_opt()),
+            _ => Action::Say(line.to_string()),
         }
     }
 }
@@ -93,17 +97,22 @@ mod tests {
 
     #[test]
     fn parses() {
-        assert_eq!(Command::parse("hello there "), Command::Say("hello there ".into()));
-        assert_eq!(Command::parse("/join #General"), Command::Join("general".into()));
-        assert_eq!(Command::parse("/join"), Command::Usage("usage: /join <room>"));
-        assert_eq!(Command::parse("/part"), Command::Part(None));
-        assert_eq!(Command::parse("/history 5"), Command::History(Some(5)));
-        assert_eq!(Command::parse("/history 500"), Command::History(Some(50)));
-        assert!(matches!(Command::parse("/history x"), Command::Usage(_)));
-        assert_eq!(Command::parse("/stock=aapl.us"), Command::Say("/stock=aapl.us".into()));
-        assert_eq!(Command::parse("/frob x"), Command::Say("/frob x".into()));
-        assert_eq!(Command::parse("/quit bye now"), Command::Quit(Some("bye now".into())));
-        assert_eq!(Command::parse("   "), Command::Nothing);
-        assert_eq!(Command::parse("/who"), Command::Who(None));
+        let room = |s| RoomName::parse(s).unwrap();
+        assert_eq!(Action::parse("hello there "), Action::Say("hello there ".into()));
+        assert_eq!(Action::parse("/join #General"), Action::Join(room("general")));
+        assert_eq!(Action::parse("/join no/slash"), Action::BadRoom("no/slash".into()));
+        assert_eq!(Action::parse("/join a b"), Action::BadRoom("a b".into()));
+        assert_eq!(Action::parse("/switch"), Action::Usage("usage: /switch <room>"));
+        assert_eq!(Action::parse("/who #Random"), Action::Who(Some(room("random"))));
+        assert_eq!(Action::parse("/join"), Action::Usage("usage: /join <room>"));
+        assert_eq!(Action::parse("/part"), Action::Part(None));
+        assert_eq!(Action::parse("/history 5"), Action::History(Some(5)));
+        assert_eq!(Action::parse("/history 500"), Action::History(Some(50)));
+        assert!(matches!(Action::parse("/history x"), Action::Usage(_)));
+        assert_eq!(Action::parse("/stock=aapl.us"), Action::Say("/stock=aapl.us".into()));
+        assert_eq!(Action::parse("/frob x"), Action::Say("/frob x".into()));
+        assert_eq!(Action::parse("/quit bye now"), Action::Quit(Some("bye now".into())));
+        assert_eq!(Action::parse("   "), Action::Nothing);
+        assert_eq!(Action::parse("/who"), Action::Who(None));
     }
 }

@@ -5,20 +5,17 @@
 use std::io::{self, BufRead, Write};
 
 use anyhow::{bail, Context, Result};
+use chatd_proto::command::{Command, Request};
+use chatd_proto::names::{Label, Password, UserName};
 use chatd_proto::LineConn;
 
 use crate::args::Args;
 
-#[derive(Clone)]
+/// Checked by the protocol's rules before anything is sent; the password's `Debug` hides it.
+#[derive(Debug, Clone)]
 pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).field("password", &"<hidden>").finish()
-    }
+    pub user: UserName,
+    pub password: Password,
 }
 
 /// Why logging in failed.
@@ -36,6 +33,16 @@ pub enum LoginError {
     Io(io::Error),
 }
 
+impl LoginError {
+    /// In words; with `verbose`, a network error also gets the library's text.
+    pub fn describe(&self, verbose: bool) -> String {
+        match self {
+            LoginError::Io(e) => crate::view::explain_io(e, verbose),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for LoginError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -43,7 +50,7 @@ impl std::fmt::Display for LoginError {
             LoginError::Taken => write!(f, "that user name is taken"),
             LoginError::Throttled(s) => write!(f, "too many attempts, wait {s}s"),
             LoginError::Refused(t) => write!(f, "{t}"),
-            LoginError::Io(e) => write!(f, "{e}"),
+            LoginError::Io(e) => write!(f, "{}", crate::view::explain_io(e, false)),
         }
     }
 }
@@ -52,12 +59,10 @@ impl std::fmt::Display for LoginError {
 /// in with the same password. Returns the user name as the server shows it (lower case).
 pub async fn authenticate(conn: &mut LineConn, creds: &Credentials, register: bool) -> Result<String, LoginError> {
     if register {
-        let resp = conn
-            .call(&format!("@reg REGISTER {} {}", creds.user, creds.password))
-            .await
-            .map_err(LoginError::Io)?;
+        let command = Command::Register { user: creds.user.clone(), password: creds.password.clone() };
+        let resp = conn.call(&labelled("reg", command)).await.map_err(LoginError::Io)?;
         match resp.fin.code {
-            200 => return Ok(resp.fin.fields.first().cloned().unwrap_or_else(|| creds.user.to_lowercase())),
+            200 => return Ok(resp.fin.fields.first().cloned().unwrap_or_else(|| creds.user.to_string())),
             410 => {
                 return match login(conn, creds).await {
                     Err(LoginError::Wrong) => Err(LoginError::Taken),
@@ -71,14 +76,17 @@ pub async fn authenticate(conn: &mut LineConn, creds: &Credentials, register: bo
 }
 
 async fn login(conn: &mut LineConn, creds: &Credentials) -> Result<String, LoginError> {
-    let resp = conn
-        .call(&format!("@login LOGIN {} {}", creds.user, creds.password))
-        .await
-        .map_err(LoginError::Io)?;
+    let command = Command::Login { user: creds.user.clone(), password: creds.password.clone() };
+    let resp = conn.call(&labelled("login", command)).await.map_err(LoginError::Io)?;
     match resp.fin.code {
-        200 => Ok(resp.fin.fields.first().cloned().unwrap_or_else(|| creds.user.to_lowercase())),
+        200 => Ok(resp.fin.fields.first().cloned().unwrap_or_else(|| creds.user.to_string())),
         _ => Err(refusal(&resp.fin)),
     }
+}
+
+/// `@label COMMAND ...`, as the daemon parses it.
+fn labelled(label: &str, command: Command) -> String {
+    Request { label: Label::parse(label), command }.to_string()
 }
 
 fn refusal(r: &chatd_proto::Reply) -> LoginError {
@@ -86,7 +94,7 @@ fn refusal(r: &chatd_proto::Reply) -> LoginError {
         409 => LoginError::Wrong,
         410 => LoginError::Taken,
         412 => LoginError::Throttled(r.fields.first().and_then(|s| s.parse().ok()).unwrap_or(5)),
-        _ => LoginError::Refused(format!("{} ({})", r.text.clone().unwrap_or_else(|| "refused".into()), r.code)),
+        _ => LoginError::Refused(crate::view::refusal(r)),
     }
 }
 
@@ -106,27 +114,18 @@ pub fn preset_password(args: &Args) -> Result<Option<String>> {
     }
 }
 
-/// Checks a password the way the daemon will (8–128 bytes, no spaces or control characters).
-pub fn check_password(pw: &str) -> Result<(), &'static str> {
-    if pw.len() < 8 || pw.len() > 128 {
-        return Err("a password has 8 to 128 bytes");
-    }
-    if pw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("a password has no spaces");
-    }
-    Ok(())
+/// Checks a password by the protocol's rules (8–128 bytes, no spaces or control characters).
+pub fn check_password(pw: &str) -> Result<Password, &'static str> {
+    Password::parse(pw).ok_or(if (8..=128).contains(&pw.len()) {
+        "a password has no spaces or control characters"
+    } else {
+        "a password has 8 to 128 bytes"
+    })
 }
 
-/// Checks a user name the way the daemon will.
-pub fn check_user(user: &str) -> Result<(), &'static str> {
-    let ok = (2..=24).contains(&user.chars().count())
-        && user.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err("a user name has 2 to 24 letters, digits, '_' or '-', a letter first")
-    }
+/// Checks a user name by the protocol's rules.
+pub fn check_user(user: &str) -> Result<UserName, &'static str> {
+    UserName::parse(user).ok_or("a user name has 2 to 24 letters, digits, '_' or '-', a letter first")
 }
 
 /// Asks for a line on the terminal (echoed), before the line editor starts.
@@ -169,6 +168,20 @@ pub fn prompt_new_password() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_lines_parse_back() {
+        let creds =
+            Credentials { user: check_user("Alice").unwrap(), password: check_password("correct-horse").unwrap() };
+        for (label, command) in [
+            ("reg", Command::Register { user: creds.user.clone(), password: creds.password.clone() }),
+            ("login", Command::Login { user: creds.user.clone(), password: creds.password.clone() }),
+        ] {
+            let line = labelled(label, command.clone());
+            let parsed = chatd_proto::parse::parse_line(line.as_bytes(), 2000).unwrap();
+            assert_eq!(parsed, Request { label: Label::parse(label), command }, "{line}");
+        }
+    }
 
     #[test]
     fn checks() {

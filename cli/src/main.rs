@@ -3,11 +3,14 @@
 
 mod args;
 mod command;
+mod connection;
 mod input;
 mod login;
 mod render;
 mod session;
+mod state;
 mod trust;
+mod view;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -32,11 +35,7 @@ fn main() -> ExitCode {
         }
     };
     let term = cfg.interactive.then(input::TermGuard::save);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let out = Arc::new(Output::default());
     let result = rt.block_on(run(args, cfg, out.clone()));
     out.use_stdout();
@@ -73,27 +72,36 @@ async fn run(args: Args, cfg: Config, out: Arc<Output>) -> Result<()> {
         None if interactive => login::prompt_line("user: ")?,
         None => bail!("--user (or $CHAT_USER) is needed when stdin is not a terminal"),
     };
-    while let Err(why) = login::check_user(&user) {
+    let mut name = login::check_user(&user);
+    while let Err(why) = name {
         if !interactive {
             bail!("user {user:?}: {why}");
         }
         println!("{why}");
         user = login::prompt_line("user: ")?;
+        name = login::check_user(&user);
     }
     let mut register = args.register;
     let mut password = match &preset {
         Some(p) => p.clone(),
-        None if !interactive => bail!("no password: set $CHAT_PASSWORD or use --password-file (stdin is not a terminal)"),
+        None if !interactive => {
+            bail!("no password: set $CHAT_PASSWORD or use --password-file (stdin is not a terminal)")
+        }
         None if register => login::prompt_new_password()?,
         None => login::prompt_password(&format!("password for {user}: "))?,
     };
 
     let mut tries = 0;
     let (conn, me, creds) = loop {
-        let creds = Credentials { user: user.clone(), password: password.clone() };
+        let creds = match (login::check_user(&user), login::check_password(&password)) {
+            (Ok(user), Ok(password)) => Credentials { user, password },
+            (Err(why), _) | (_, Err(why)) => {
+                bail!("{} as {user}: {why}", if register { "registering" } else { "logging in" })
+            }
+        };
         let mut conn = match trust::connect(&cfg, &trust).await {
             Ok(c) => c,
-            Err(e) => bail!("cannot connect to {}: {e}", cfg.addr),
+            Err(e) => bail!("cannot connect to {}: {}", cfg.addr, e.describe(cfg.verbose)),
         };
         match login::authenticate(&mut conn, &creds, register).await {
             Ok(me) => break (conn, me, creds),
@@ -103,7 +111,10 @@ async fn run(args: Args, cfg: Config, out: Arc<Output>) -> Result<()> {
             }
             Err(LoginError::Wrong) if interactive && preset.is_none() && tries < 3 => {
                 println!("wrong user name or password");
-                if !register && tries == 0 && login::confirm(&format!("register a new account {user:?} instead? [y/N] ")) {
+                if !register
+                    && tries == 0
+                    && login::confirm(&format!("register a new account {user:?} instead? [y/N] "))
+                {
                     register = true;
                     password = login::prompt_new_password()?;
                 } else {
@@ -114,7 +125,9 @@ async fn run(args: Args, cfg: Config, out: Arc<Output>) -> Result<()> {
                 println!("the user name {user:?} is taken");
                 user = login::prompt_line("user: ")?;
             }
-            Err(e) => bail!("{} as {user}: {e}", if register { "registering" } else { "logging in" }),
+            Err(e) => {
+                bail!("{} as {user}: {}", if register { "registering" } else { "logging in" }, e.describe(cfg.verbose))
+            }
         }
         tries += 1;
     };

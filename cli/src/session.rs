@@ -1,26 +1,29 @@
-//! The protocol state of one logged-in user across connections: joined rooms, the current room,
-//! the ids already shown (so a replay after a reconnect shows only what was missed), history
-//! paging, and the commands in flight (each sent with its own label, so every reply is matched to
-//! the command it answers). Also the connection loop: serve a connection, and when it drops,
-//! reconnect with backoff, log in again and rejoin.
+//! The client's loop: serve a logged-in connection (typed lines in, server lines out), and when it
+//! drops, say why, reconnect with backoff, log in again, rejoin and send what was typed meanwhile.
+//! What a typed line or a reply means is decided here, step by step; what the client knows lives
+//! in `state`, how it talks to the daemon in `connection`, and how it says things in `view`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use chatd_proto::client::LineWriter;
+use chatd_proto::command::Command;
+use chatd_proto::names::{RoomName, Token};
+use chatd_proto::parse::parse_line;
 use chatd_proto::{ChatMessage, Event, LineConn, Reply, ServerLine};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::args::Config;
-use crate::command::{Command, DEFAULT_HISTORY, HELP};
+use crate::command::Action;
+use crate::connection::{Answer, Connection, Lost};
 use crate::login::{self, Credentials, LoginError};
-use crate::render::{Mark, Output, Style};
+use crate::render::Output;
+use crate::state::State;
 use crate::trust::{self, ConnectError, TrustChoice};
+use crate::view::{explain_io, refusal, View};
 
 /// Dropped (or sent on) when the command that came from this input line is finished, so the input
 /// side knows it may read the next line (and show the right prompt).
@@ -38,29 +41,35 @@ pub enum Input {
 const PING_AFTER: Duration = Duration::from_secs(30);
 const DEAD_AFTER: Duration = Duration::from_secs(75);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// How long `/quit` waits for the server's goodbye.
+const QUIT_WAIT: Duration = Duration::from_secs(3);
+/// The longest line the daemon accepts, as the bound for a `/raw` line's text.
+const MAX_LINE: usize = 4096;
 
-/// A command waiting for its final reply.
+/// A command waiting for its final reply, and the input line it came from.
 struct Pending {
     what: What,
-    _done: Done,
+    done: Done,
 }
 
 enum What {
-    Join { room: String, rejoin: bool, make_current: bool, lines: Vec<ChatMessage> },
-    Part { room: String },
+    Join { room: RoomName, rejoin: bool, make_current: bool, lines: Vec<ChatMessage> },
+    Part { room: RoomName },
     Rooms { rooms: Vec<(String, String)> },
-    Names { room: String, users: Vec<String> },
-    Msg { room: String, text: String },
-    History { room: String, lines: Vec<ChatMessage> },
+    Names { room: RoomName, users: Vec<String> },
+    Msg { room: RoomName, text: String },
+    History { room: RoomName, lines: Vec<ChatMessage> },
     Raw,
     Quit,
     Ping,
 }
 
+type Conn = Connection<Pending>;
+
 /// How serving a connection ended.
 enum End {
     Quit,
-    Lost(String),
+    Lost(Lost),
 }
 
 /// What to do after an input line.
@@ -73,26 +82,8 @@ pub struct Session {
     cfg: Config,
     trust: TrustChoice,
     creds: Credentials,
-    /// The user name as the server shows it.
-    me: String,
-    style: Style,
-    out: Arc<Output>,
-    prompt: Arc<Mutex<String>>,
-    /// Joined rooms, in the order they were joined.
-    rooms: Vec<String>,
-    current: Option<String>,
-    /// Ids of the messages already shown, per room.
-    seen: HashMap<String, HashSet<u64>>,
-    /// The oldest id shown per room: where `/history` pages on from.
-    oldest: HashMap<String, u64>,
-    /// Page size of the last `/history`, for `/more`.
-    page: usize,
-    pending: HashMap<String, Pending>,
-    next_label: u64,
-    /// Lines typed while disconnected, sent once connected again.
-    queued: VecDeque<String>,
-    /// The reason of the last `* BYE`.
-    bye: Option<String>,
+    state: State,
+    view: View,
 }
 
 impl Session {
@@ -104,25 +95,8 @@ impl Session {
         out: Arc<Output>,
         prompt: Arc<Mutex<String>>,
     ) -> Session {
-        let style = Style { color: cfg.color };
-        let s = Session {
-            cfg,
-            trust,
-            creds,
-            me,
-            style,
-            out,
-            prompt,
-            rooms: Vec::new(),
-            current: None,
-            seen: HashMap::new(),
-            oldest: HashMap::new(),
-            page: DEFAULT_HISTORY,
-            pending: HashMap::new(),
-            next_label: 0,
-            queued: VecDeque::new(),
-            bye: None,
-        };
+        let view = View::new(cfg.clone(), out, prompt);
+        let s = Session { cfg, trust, creds, state: State::new(me), view };
         s.update_prompt();
         s
     }
@@ -136,152 +110,167 @@ impl Session {
         loop {
             if let Some(c) = conn.take() {
                 let started = Instant::now();
-                match self.serve(c, &mut input, first).await {
+                let mut c = Connection::new(c);
+                match self.serve(&mut c, &mut input, first).await {
                     End::Quit => return Ok(()),
-                    End::Lost(reason) => self.lost(&reason),
+                    End::Lost(why) => self.lost(&why, c.take_pending()),
                 }
                 first = false;
                 if started.elapsed() > Duration::from_secs(10) {
                     backoff = FIRST_BACKOFF;
                 }
             }
-            self.info(&format!("reconnecting in {}", human(backoff)));
-            let deadline = Instant::now() + backoff;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    i = input.recv() => match i {
-                        None | Some(Input::Quit) => return Ok(()),
-                        Some(Input::Line(line, _done)) => {
-                            if let Flow::Quit(_) = self.offline_line(line) {
-                                return Ok(());
-                            }
+            if self.wait_offline(backoff, &mut input).await {
+                return Ok(());
+            }
+            backoff = (backoff * 2).min(self.cfg.max_backoff);
+            match self.reconnect().await? {
+                Ok(c) => conn = Some(c),
+                Err(Some(wait)) => backoff = wait,
+                Err(None) => {}
+            }
+        }
+    }
+
+    /// Waits `backoff` before reconnecting, handling what is typed meanwhile. True when the user
+    /// quits.
+    async fn wait_offline(&mut self, backoff: Duration, input: &mut mpsc::Receiver<Input>) -> bool {
+        self.view.info(&format!("reconnecting in {}", human(backoff)));
+        let deadline = Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return false,
+                i = input.recv() => match i {
+                    None | Some(Input::Quit) => return true,
+                    Some(Input::Line(line, _done)) => {
+                        if let Flow::Quit(_) = self.offline_line(line) {
+                            return true;
                         }
                     }
                 }
             }
-            backoff = (backoff * 2).min(self.cfg.max_backoff);
-            match trust::connect(&self.cfg, &self.trust).await {
-                Ok(mut c) => match login::authenticate(&mut c, &self.creds, false).await {
-                    Ok(me) => {
-                        self.me = me;
-                        conn = Some(c);
-                    }
-                    Err(LoginError::Io(e)) => self.info(&format!("reconnect failed: {e}")),
-                    Err(LoginError::Throttled(secs)) => {
-                        self.info(&format!("login throttled by the server, waiting {secs}s"));
-                        backoff = Duration::from_secs(secs.max(1));
-                    }
-                    Err(e) => return Err(anyhow!("logging in again as {} failed: {e}", self.creds.user)),
-                },
-                Err(ConnectError::Io(e)) => self.info(&format!("reconnect failed: {e}")),
-                Err(ConnectError::Cert(e)) => return Err(e),
+        }
+    }
+
+    /// One attempt to connect and log in again. `Ok(Err(Some(wait)))`: the server asks to wait
+    /// that long; an error: retrying cannot help.
+    async fn reconnect(&mut self) -> Result<Result<LineConn, Option<Duration>>> {
+        let verbose = self.cfg.verbose;
+        let mut c = match trust::connect(&self.cfg, &self.trust).await {
+            Ok(c) => c,
+            Err(ConnectError::Io(e)) => {
+                self.view.info(&format!("reconnect failed: {}", explain_io(&e, verbose)));
+                return Ok(Err(None));
             }
+            Err(ConnectError::Cert(e)) => return Err(e),
+        };
+        match login::authenticate(&mut c, &self.creds, false).await {
+            Ok(me) => {
+                self.state.me = me;
+                Ok(Ok(c))
+            }
+            Err(LoginError::Io(e)) => {
+                self.view.info(&format!("reconnect failed: {}", explain_io(&e, verbose)));
+                Ok(Err(None))
+            }
+            Err(LoginError::Throttled(secs)) => {
+                self.view.info(&format!("login throttled by the server, waiting {secs}s"));
+                Ok(Err(Some(Duration::from_secs(secs.max(1)))))
+            }
+            Err(e) => Err(anyhow!("logging in again as {} failed: {e}", self.creds.user)),
         }
     }
 
     /// Serves one logged-in connection until it drops or the user quits.
-    async fn serve(&mut self, conn: LineConn, input: &mut mpsc::Receiver<Input>, first: bool) -> End {
-        let (mut reader, mut writer) = conn.split();
-        // Reading is not cancel-safe, so one task reads and hands over whole lines.
-        let (tx, mut rx) = mpsc::channel::<io::Result<Option<ServerLine>>>(1024);
-        let reader_task = tokio::spawn(async move {
-            loop {
-                let item = reader.next().await;
-                let last = !matches!(item, Ok(Some(_)));
-                if tx.send(item).await.is_err() || last {
-                    break;
-                }
-            }
-        });
-        let _abort = AbortOnDrop(reader_task);
-        self.bye = None;
-
-        if let Err(e) = self.start(&mut writer, first).await {
-            return End::Lost(e.to_string());
+    async fn serve(&mut self, conn: &mut Conn, input: &mut mpsc::Receiver<Input>, first: bool) -> End {
+        if let Err(e) = self.start(conn, first).await {
+            return End::Lost(Lost::Failed(e));
         }
         let mut last_rx = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
-            tokio::select! {
-                item = rx.recv() => match item {
-                    Some(Ok(Some(line))) => {
+            let step = tokio::select! {
+                line = conn.next() => match line {
+                    Ok(line) => {
                         last_rx = Instant::now();
-                        if let Err(e) = self.on_server_line(&mut writer, line).await {
-                            return End::Lost(e.to_string());
-                        }
+                        self.on_server_line(conn, line).await.map(|()| Flow::Continue)
                     }
-                    Some(Ok(None)) | None => {
-                        return End::Lost(self.bye.take().unwrap_or_else(|| "connection closed".into()))
-                    }
-                    Some(Err(e)) => return End::Lost(self.bye.take().unwrap_or_else(|| e.to_string())),
+                    Err(why) => return End::Lost(why),
                 },
-                i = input.recv() => {
-                    let flow = match i {
-                        None | Some(Input::Quit) => Ok(Flow::Quit(None)),
-                        Some(Input::Line(line, done)) => self.on_input(&mut writer, line, done).await,
-                    };
-                    match flow {
-                        Ok(Flow::Continue) => {}
-                        Ok(Flow::Quit(reason)) => {
-                            self.quit(&mut writer, &mut rx, reason).await;
-                            return End::Quit;
-                        }
-                        Err(e) => return End::Lost(e.to_string()),
-                    }
-                }
+                i = input.recv() => match i {
+                    None | Some(Input::Quit) => Ok(Flow::Quit(None)),
+                    Some(Input::Line(line, done)) => self.on_input(conn, line, done).await,
+                },
                 _ = tick.tick() => {
                     if last_rx.elapsed() > DEAD_AFTER {
-                        return End::Lost("the server stopped answering".into());
+                        return End::Lost(Lost::Silent);
                     }
-                    if last_rx.elapsed() > PING_AFTER && !self.pending.values().any(|p| matches!(p.what, What::Ping)) {
-                        if let Err(e) = self.send(&mut writer, What::Ping, "PING keepalive", None).await {
-                            return End::Lost(e.to_string());
-                        }
-                    }
+                    self.keepalive(conn, last_rx).await.map(|()| Flow::Continue)
                 }
+            };
+            match step {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Quit(reason)) => {
+                    self.quit(conn, reason).await;
+                    return End::Quit;
+                }
+                Err(e) => return End::Lost(Lost::Failed(e)),
             }
         }
     }
 
+    /// Pings a connection that has been silent for a while (once at a time).
+    async fn keepalive(&mut self, conn: &mut Conn, last_rx: Instant) -> io::Result<()> {
+        if last_rx.elapsed() <= PING_AFTER || conn.pending().any(|p| matches!(p.what, What::Ping)) {
+            return Ok(());
+        }
+        conn.request(Command::Ping(Token::parse("keepalive")), Pending { what: What::Ping, done: None }).await
+    }
+
     /// After logging in: join the rooms (again), then send what was typed while disconnected.
-    async fn start(&mut self, w: &mut LineWriter, first: bool) -> io::Result<()> {
+    async fn start(&mut self, conn: &mut Conn, first: bool) -> io::Result<()> {
         if first {
-            let rooms = self.cfg.join.clone();
-            for (i, room) in rooms.into_iter().enumerate() {
+            for (i, room) in self.cfg.join.clone().into_iter().enumerate() {
                 if i == 0 {
-                    // Current right away, so lines read before the reply already go there (the
-                    // server handles them after the JOIN).
-                    self.current = Some(room.clone());
+                    self.state.expect_current(&room);
                     self.update_prompt();
                 }
-                let what = What::Join { room: room.clone(), rejoin: false, make_current: i == 0, lines: Vec::new() };
-                self.send(w, what, &format!("JOIN {room}"), None).await?;
+                self.join(conn, room, false, i == 0, None).await?;
             }
         } else {
-            self.info(&format!("reconnected as {}", self.me));
-            for room in self.rooms.clone() {
-                let what = What::Join { room: room.clone(), rejoin: true, make_current: false, lines: Vec::new() };
-                self.send(w, what, &format!("JOIN {room}"), None).await?;
+            self.view.info(&format!("reconnected as {}", self.state.me));
+            for room in self.state.rooms().to_vec() {
+                self.join(conn, room, true, false, None).await?;
             }
         }
-        while let Some(line) = self.queued.pop_front() {
-            self.on_input(w, line, None).await?;
+        while let Some(line) = self.state.next_queued() {
+            self.on_input(conn, line, None).await?;
         }
         Ok(())
     }
 
-    /// The connection is gone: say so, and forget the commands in flight (their input lines are
+    async fn join(
+        &mut self,
+        conn: &mut Conn,
+        room: RoomName,
+        rejoin: bool,
+        make_current: bool,
+        done: Done,
+    ) -> io::Result<()> {
+        let what = What::Join { room: room.clone(), rejoin, make_current, lines: Vec::new() };
+        conn.request(Command::Join(room), Pending { what, done }).await
+    }
+
+    /// The connection is gone: say why, and forget the commands in flight (their input lines are
     /// released; a message that was never acknowledged may or may not have been stored).
-    fn lost(&mut self, reason: &str) {
-        self.error(&format!("disconnected: {reason}"));
-        let pending: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+    fn lost(&mut self, why: &Lost, pending: Vec<Pending>) {
+        self.view.disconnected(why);
         for p in pending {
             match p.what {
-                What::Msg { room, text } => {
-                    self.error(&format!("not confirmed (it shows up after reconnecting if it was stored): #{room} {text}"))
-                }
-                What::Join { room, rejoin: false, .. } => self.queued.push_back(format!("/join {room}")),
+                What::Msg { room, text } => self
+                    .view
+                    .error(&format!("not confirmed (it shows up after reconnecting if it was stored): #{room} {text}")),
+                What::Join { room, rejoin: false, .. } => self.state.queue(format!("/join {room}"), false),
                 _ => {}
             }
         }
@@ -289,388 +278,298 @@ impl Session {
 
     /// A line typed while disconnected: client-side commands run now, the rest waits.
     fn offline_line(&mut self, line: String) -> Flow {
-        match Command::parse(&line) {
-            Command::Quit(reason) => Flow::Quit(reason),
-            Command::Nothing => Flow::Continue,
-            Command::Help => {
-                self.help();
-                Flow::Continue
-            }
-            Command::Usage(u) => {
-                self.error(u);
-                Flow::Continue
-            }
-            Command::Switch(room) => {
-                self.switch(&room);
-                Flow::Continue
-            }
+        match Action::parse(&line) {
+            Action::Quit(reason) => return Flow::Quit(reason),
+            Action::Nothing => {}
+            Action::Help => self.view.help(self.state.rooms()),
+            Action::Usage(u) => self.view.error(u),
+            Action::BadRoom(r) => self.bad_room(&r),
+            Action::Switch(room) => self.switch(&room),
             _ => {
-                self.info("not connected: it will be sent after reconnecting");
-                self.queued.push_back(line);
-                Flow::Continue
+                self.view.info("not connected: it will be sent after reconnecting");
+                self.state.queue(line, false);
             }
         }
+        Flow::Continue
     }
 
-    async fn on_input(&mut self, w: &mut LineWriter, line: String, done: Done) -> io::Result<Flow> {
-        let cmd = Command::parse(&line);
-        let res = self.run_command(w, cmd, done).await;
+    async fn on_input(&mut self, conn: &mut Conn, line: String, done: Done) -> io::Result<Flow> {
+        let res = self.act(conn, Action::parse(&line), done).await;
         if res.is_err() {
             // Not sent: send it after reconnecting.
-            self.queued.push_front(line);
+            self.state.queue(line, true);
         }
         res
     }
 
-    async fn run_command(&mut self, w: &mut LineWriter, cmd: Command, done: Done) -> io::Result<Flow> {
-        match cmd {
-            Command::Nothing => {}
-            Command::Help => self.help(),
-            Command::Usage(u) => self.error(u),
-            Command::Quit(reason) => return Ok(Flow::Quit(reason)),
-            Command::Switch(room) => self.switch(&room),
-            Command::Join(room) => {
-                if self.rooms.contains(&room) {
-                    self.switch(&room);
-                } else {
-                    let what = What::Join { room: room.clone(), rejoin: false, make_current: true, lines: Vec::new() };
-                    self.send(w, what, &format!("JOIN {room}"), done).await?;
-                }
-            }
-            Command::Part(room) => match room.or_else(|| self.current.clone()) {
-                Some(room) => self.send(w, What::Part { room: room.clone() }, &format!("PART {room}"), done).await?,
-                None => self.error("not in a room"),
+    /// Does what a typed line asks: locally, or by sending a command (`done` is released with
+    /// its final reply).
+    async fn act(&mut self, conn: &mut Conn, action: Action, done: Done) -> io::Result<Flow> {
+        match action {
+            Action::Nothing => {}
+            Action::Help => self.view.help(self.state.rooms()),
+            Action::Usage(u) => self.view.error(u),
+            Action::BadRoom(r) => self.bad_room(&r),
+            Action::Quit(reason) => return Ok(Flow::Quit(reason)),
+            Action::Switch(room) => self.switch(&room),
+            Action::Join(room) if self.state.is_joined(&room) => self.switch(&room),
+            Action::Join(room) => self.join(conn, room, false, true, done).await?,
+            Action::Part(room) => match room.or_else(|| self.state.current().cloned()) {
+                Some(room) => self.request(conn, Command::Part(room.clone()), What::Part { room }, done).await?,
+                None => self.view.error("not in a room"),
             },
-            Command::Rooms => self.send(w, What::Rooms { rooms: Vec::new() }, "ROOMS", done).await?,
-            Command::Who(room) => match room.or_else(|| self.current.clone()) {
+            Action::Rooms => self.request(conn, Command::Rooms, What::Rooms { rooms: Vec::new() }, done).await?,
+            Action::Who(room) => match room.or_else(|| self.state.current().cloned()) {
                 Some(room) => {
                     let what = What::Names { room: room.clone(), users: Vec::new() };
-                    self.send(w, what, &format!("NAMES {room}"), done).await?
+                    self.request(conn, Command::Names(room), what, done).await?
                 }
-                None => self.error("usage: /who <room> (no current room)"),
+                None => self.view.error("usage: /who <room> (no current room)"),
             },
-            Command::History(_) | Command::More if self.current.is_none() => {
-                self.error("no current room: /join <room> first");
-            }
-            Command::History(n) => {
-                self.page = n.unwrap_or(self.page);
-                self.history(w, done).await?;
-            }
-            Command::More => self.history(w, done).await?,
-            Command::Raw(line) => self.send(w, What::Raw, &line, done).await?,
-            Command::Say(text) => match self.current.clone() {
+            Action::History(page) => self.history(conn, page, done).await?,
+            Action::More => self.history(conn, None, done).await?,
+            Action::Raw(line) => self.raw(conn, &line, done).await?,
+            Action::Say(text) => match self.state.current().cloned() {
                 Some(room) => {
                     let what = What::Msg { room: room.clone(), text: text.clone() };
-                    self.send(w, what, &format!("MSG {room} {text}"), done).await?;
+                    self.request(conn, Command::Msg { room, text }, what, done).await?
                 }
-                None => self.error("no current room: /join <room> first"),
+                None => self.view.error("no current room: /join <room> first"),
             },
         }
         Ok(Flow::Continue)
     }
 
-    async fn history(&mut self, w: &mut LineWriter, done: Done) -> io::Result<()> {
-        let Some(room) = self.current.clone() else { return Ok(()) };
-        let mut line = format!("HISTORY {room}");
-        if let Some(oldest) = self.oldest.get(&room) {
-            line.push_str(&format!(" BEFORE {oldest}"));
+    async fn request(&mut self, conn: &mut Conn, command: Command, what: What, done: Done) -> io::Result<()> {
+        conn.request(command, Pending { what, done }).await
+    }
+
+    /// `/history [n]` or `/more`: the next page of the current room (`page` sets its size).
+    async fn history(&mut self, conn: &mut Conn, page: Option<usize>, done: Done) -> io::Result<()> {
+        let Some((room, command)) = self.state.history(page) else {
+            self.view.error("no current room: /join <room> first");
+            return Ok(());
+        };
+        self.request(conn, command, What::History { room, lines: Vec::new() }, done).await
+    }
+
+    /// `/raw <line>`: read by the daemon's own parser first, so what is sent is a typed command
+    /// (under the client's label); a line the daemon would refuse is refused here, with its reason.
+    async fn raw(&mut self, conn: &mut Conn, line: &str, done: Done) -> io::Result<()> {
+        match parse_line(line.as_bytes(), MAX_LINE) {
+            Ok(request) => self.request(conn, request.command, What::Raw, done).await,
+            Err(rejected) => {
+                self.view.error(&format!("not sent: {} ({})", rejected.error, rejected.error.code()));
+                Ok(())
+            }
         }
-        line.push_str(&format!(" LIMIT {}", self.page));
-        self.send(w, What::History { room, lines: Vec::new() }, &line, done).await
     }
 
-    /// Sends `line` under a fresh label and remembers what it was for.
-    async fn send(&mut self, w: &mut LineWriter, what: What, line: &str, done: Done) -> io::Result<()> {
-        self.next_label += 1;
-        let label = format!("c{}", self.next_label);
-        w.send(&format!("@{label} {line}")).await?;
-        self.pending.insert(label, Pending { what, _done: done });
-        Ok(())
-    }
-
-    async fn on_server_line(&mut self, w: &mut LineWriter, line: ServerLine) -> io::Result<()> {
+    async fn on_server_line(&mut self, conn: &mut Conn, line: ServerLine) -> io::Result<()> {
         let message = line.as_message();
         match line {
-            ServerLine::Reply(r) => self.on_reply(r, message),
-            ServerLine::Event(e) => match e.name.as_str() {
-                "MSG" | "CMD" => match message {
-                    Some(m) => self.show(&m, false),
-                    None => self.unexpected_event(&e),
-                },
-                "JOIN" | "PART" if e.fields.len() == 2 => {
-                    if e.fields[1] != self.me {
-                        let what = if e.name == "JOIN" { "joined" } else { "left" };
-                        self.out.line(self.style.presence(&e.fields[0], &e.fields[1], what));
-                    }
-                }
-                "PING" => {
-                    let token = e.fields.first().cloned().unwrap_or_default();
-                    w.send(&format!("PONG {token}")).await?;
-                }
-                "NOTICE" => self.info(&format!("server: {}", e.text.as_deref().unwrap_or(""))),
-                "BYE" => self.bye = Some(format!("server said: {}", e.text.as_deref().unwrap_or("bye"))),
-                "HELLO" => {}
-                _ => self.unexpected_event(&e),
-            },
+            ServerLine::Reply(r) => self.on_reply(conn, r, message),
+            ServerLine::Event(e) => self.on_event(conn, e, message).await?,
         }
         Ok(())
     }
 
-    fn unexpected_event(&self, e: &Event) {
-        let mut s = format!("* {} {}", e.name, e.fields.join(" "));
-        if let Some(t) = &e.text {
-            s.push_str(&format!(" :{t}"));
+    async fn on_event(&mut self, conn: &mut Conn, e: Event, message: Option<ChatMessage>) -> io::Result<()> {
+        match e.name.as_str() {
+            "MSG" | "CMD" => match message {
+                Some(m) => self.show(&m, false),
+                None => self.view.event(&e),
+            },
+            "JOIN" | "PART" if e.fields.len() == 2 => {
+                if e.fields[1] != self.state.me {
+                    self.view.presence(&e.fields[0], &e.fields[1], if e.name == "JOIN" { "joined" } else { "left" });
+                }
+            }
+            "PING" => {
+                // Any line answers a PING; a token that is not one (never sent by chatd) gets a PING.
+                let pong = match e.fields.first().and_then(|t| Token::parse(t)) {
+                    Some(token) => Command::Pong(token),
+                    None => Command::Ping(None),
+                };
+                conn.notify(pong).await?;
+            }
+            "NOTICE" => self.view.info(&format!("server: {}", e.text.as_deref().unwrap_or(""))),
+            // Remembered by the connection: it is why the connection ends.
+            "BYE" | "HELLO" => {}
+            _ => self.view.event(&e),
         }
-        self.info(&s);
+        Ok(())
     }
 
-    fn on_reply(&mut self, r: Reply, message: Option<ChatMessage>) {
-        let Some(label) = r.label.clone().filter(|l| self.pending.contains_key(l)) else {
-            // Not an answer to anything we sent with a label.
-            self.generic_reply(&r);
-            return;
-        };
-        if !r.is_final() {
-            let p = self.pending.get_mut(&label).expect("checked");
-            match (&mut p.what, r.code) {
-                (What::Join { lines, .. } | What::History { lines, .. }, 130) if message.is_some() => {
-                    lines.push(message.expect("checked"))
+    fn on_reply(&mut self, conn: &mut Conn, r: Reply, message: Option<ChatMessage>) {
+        match conn.answer(&r) {
+            Answer::Unmatched => self.view.reply(&r),
+            Answer::Partial(id) => {
+                let collected = conn.pending_mut(id).is_some_and(|p| collect(&mut p.what, &r, message));
+                if !collected {
+                    self.view.reply(&r);
                 }
-                (What::Rooms { rooms }, 110) if r.fields.len() >= 2 => rooms.push((r.fields[0].clone(), r.fields[1].clone())),
-                (What::Names { users, .. }, 120) if r.fields.len() >= 2 => users.push(r.fields[1].clone()),
-                _ => self.generic_reply(&r),
             }
-            return;
+            Answer::Final(p) => {
+                self.finish(p.what, &r);
+                self.update_prompt();
+                // Only now may the input side go on (and read the prompt).
+                drop(p.done);
+            }
         }
-        let p = self.pending.remove(&label).expect("checked");
-        self.finish(p.what, &r);
-        // p's Done is dropped here: the input side may go on.
     }
 
     /// A command got its final reply.
     fn finish(&mut self, what: What, r: &Reply) {
-        let why = || format!("{} ({})", r.text.clone().unwrap_or_else(|| "error".into()), r.code);
         match what {
-            What::Join { room, rejoin, make_current, lines } => {
-                if !r.is_ok() {
-                    if rejoin {
-                        self.rooms.retain(|x| x != &room);
-                        if self.current.as_deref() == Some(&room) {
-                            self.current = self.rooms.first().cloned();
-                            self.update_prompt();
-                        }
-                        self.error(&format!("could not rejoin #{room}: {}", why()));
-                    } else {
-                        if self.current.as_deref() == Some(&room) && !self.rooms.contains(&room) {
-                            self.current = self.rooms.last().cloned();
-                            self.update_prompt();
-                        }
-                        self.error(&format!("could not join #{room}: {}", why()));
-                    }
-                    return;
-                }
-                if !self.rooms.contains(&room) {
-                    self.rooms.push(room.clone());
-                }
-                if make_current || self.current.is_none() {
-                    self.current = Some(room.clone());
-                    self.update_prompt();
-                }
-                if rejoin {
-                    let had_seen = self.seen.get(&room).is_some_and(|s| !s.is_empty());
-                    let missed: Vec<ChatMessage> = lines
-                        .iter()
-                        .filter(|m| m.id.is_some_and(|id| !self.seen.get(&room).is_some_and(|s| s.contains(&id))))
-                        .cloned()
-                        .collect();
-                    let n = missed.len();
-                    self.info(&format!("rejoined #{room}: {n} missed message{}", if n == 1 { "" } else { "s" }));
-                    if had_seen && n == lines.len() && n >= 50 {
-                        self.info("(older missed messages may be there too: /history)");
-                    }
-                    for m in &missed {
-                        self.show(m, false);
-                    }
-                } else {
-                    let members = r.fields.get(1).cloned().unwrap_or_else(|| "?".into());
-                    self.info(&format!("joined #{room} ({members} members)"));
-                    for m in &lines {
-                        self.show(m, true);
-                    }
-                }
-            }
-            What::Part { room } => {
-                if !r.is_ok() {
-                    self.error(&format!("could not leave #{room}: {}", why()));
-                    return;
-                }
-                self.rooms.retain(|x| x != &room);
-                self.info(&format!("left #{room}"));
-                if self.current.as_deref() == Some(&room) {
-                    self.current = self.rooms.last().cloned();
-                    self.update_prompt();
-                    if let Some(c) = self.current.clone() {
-                        self.info(&format!("now talking in #{c}"));
-                    }
-                }
-            }
-            What::Rooms { rooms } => {
-                if !r.is_ok() {
-                    self.error(&format!("rooms: {}", why()));
-                    return;
-                }
-                let list: Vec<String> = rooms.iter().map(|(room, n)| format!("#{room} ({n})")).collect();
-                self.info(&format!("rooms: {}", if list.is_empty() { "none".into() } else { list.join(", ") }));
-            }
-            What::Names { room, users } => {
-                if !r.is_ok() {
-                    self.error(&format!("who #{room}: {}", why()));
-                    return;
-                }
-                let n = users.len();
-                self.info(&format!("#{room}: {} ({n} user{})", users.join(", "), if n == 1 { "" } else { "s" }));
-            }
-            What::Msg { room, text } => {
-                let time = r.fields.get(2).cloned().unwrap_or_else(now_rfc3339);
-                match (r.code, r.fields.get(1).map(String::as_str)) {
-                    (200, Some("-")) => self.show_own(&room, None, &time, &text, true),
-                    (200, Some(id)) => match id.parse::<u64>() {
-                        Ok(id) => self.show_own(&room, Some(id), &time, &text, false),
-                        Err(_) => self.generic_reply(r),
-                    },
-                    (419, _) => {
-                        self.show_own(&room, None, &now_rfc3339(), &text, true);
-                        let word = r.fields.get(1).cloned().unwrap_or_default();
-                        self.error(&format!("no bot answers /{word} (the room saw the line)"));
-                    }
-                    _ => self.error(&format!("not sent to #{room}: {}", why())),
-                }
-            }
-            What::History { room, lines } => {
-                if !r.is_ok() {
-                    self.error(&format!("history #{room}: {}", why()));
-                    return;
-                }
-                if lines.is_empty() {
-                    self.info(&format!("#{room}: no older messages"));
-                    return;
-                }
-                let n = lines.len();
-                self.info(&format!("#{room}: {n} older message{} (/more for more)", if n == 1 { "" } else { "s" }));
-                for m in &lines {
-                    self.show(m, true);
-                }
-            }
-            What::Raw => self.generic_reply(r),
+            What::Join { room, rejoin: true, lines, .. } => self.finish_rejoin(room, lines, r),
+            What::Join { room, make_current, lines, .. } => self.finish_join(room, make_current, lines, r),
+            What::Part { room } => self.finish_part(room, r),
+            What::Rooms { rooms } if r.is_ok() => self.view.rooms(&rooms),
+            What::Rooms { .. } => self.view.error(&format!("rooms: {}", refusal(r))),
+            What::Names { room, users } if r.is_ok() => self.view.who(&room, &users),
+            What::Names { room, .. } => self.view.who_refused(&room, r),
+            What::Msg { room, text } => self.finish_msg(room, text, r),
+            What::History { room, lines } => self.finish_history(room, lines, r),
+            What::Raw => self.view.reply(r),
             What::Quit | What::Ping => {}
+        }
+    }
+
+    fn finish_join(&mut self, room: RoomName, make_current: bool, lines: Vec<ChatMessage>, r: &Reply) {
+        if !r.is_ok() {
+            self.state.join_refused(&room);
+            self.view.error(&format!("could not join #{room}: {}", refusal(r)));
+            return;
+        }
+        self.state.joined(&room, make_current);
+        // `200 JOIN <room> <members>`
+        self.view.joined(&room, r.fields.get(1).and_then(|n| n.parse().ok()));
+        for m in &lines {
+            self.show(m, true);
+        }
+    }
+
+    /// Rejoined after reconnecting: show only the messages of the replay not shown before.
+    fn finish_rejoin(&mut self, room: RoomName, lines: Vec<ChatMessage>, r: &Reply) {
+        if !r.is_ok() {
+            self.state.rejoin_refused(&room);
+            self.view.error(&format!("could not rejoin #{room}: {}", refusal(r)));
+            return;
+        }
+        self.state.joined(&room, false);
+        let had_seen = self.state.has_seen(&room);
+        let missed = self.state.missed(&room, &lines);
+        self.view.rejoined(&room, missed.len());
+        if had_seen && missed.len() == lines.len() && missed.len() >= 50 {
+            self.view.info("(older missed messages may be there too: /history)");
+        }
+        for m in &missed {
+            self.show(m, false);
+        }
+    }
+
+    fn finish_part(&mut self, room: RoomName, r: &Reply) {
+        if !r.is_ok() {
+            self.view.error(&format!("could not leave #{room}: {}", refusal(r)));
+            return;
+        }
+        let now_current = self.state.left(&room);
+        self.view.info(&format!("left #{room}"));
+        if let Some(c) = now_current {
+            self.view.now_talking_in(&c);
+        }
+    }
+
+    /// `200 MSG <room> <id> <time>`, `200 MSG <room> - <time> :relayed ...` (a bot command line),
+    /// `419 MSG <room> <word>` (no bot serves it; the room saw it anyway) or a refusal.
+    fn finish_msg(&mut self, room: RoomName, text: String, r: &Reply) {
+        let time = r.fields.get(2).cloned().unwrap_or_else(now_rfc3339);
+        match (r.code, r.fields.get(1).map(String::as_str)) {
+            (200, Some("-")) => self.show_own(&room, None, time, text),
+            (200, Some(id)) => match id.parse::<u64>() {
+                Ok(id) => self.show_own(&room, Some(id), time, text),
+                Err(_) => self.view.reply(r),
+            },
+            (419, word) => {
+                let word = word.unwrap_or_default().to_string();
+                self.show_own(&room, None, now_rfc3339(), text);
+                self.view.error(&format!("no bot answers /{word} (the room saw the line)"));
+            }
+            _ => self.view.error(&format!("not sent to #{room}: {}", refusal(r))),
+        }
+    }
+
+    fn finish_history(&mut self, room: RoomName, lines: Vec<ChatMessage>, r: &Reply) {
+        if !r.is_ok() {
+            self.view.error(&format!("history #{room}: {}", refusal(r)));
+            return;
+        }
+        self.view.history_page(&room, lines.len());
+        for m in &lines {
+            self.show(m, true);
         }
     }
 
     /// Prints a chat message unless it was shown already (`always` prints it anyway, for an
     /// explicit /join or /history), and remembers its id.
     fn show(&mut self, m: &ChatMessage, always: bool) {
-        if let Some(id) = m.id {
-            let fresh = self.seen.entry(m.room.clone()).or_default().insert(id);
-            let oldest = self.oldest.entry(m.room.clone()).or_insert(id);
-            *oldest = (*oldest).min(id);
-            if !fresh && !always {
-                return;
-            }
+        if self.state.remember(m) || always {
+            self.view.message(m);
         }
-        let mark = if m.is_command {
-            Mark::Cmd
-        } else if self.cfg.is_bot(&m.sender) {
-            Mark::Bot
-        } else {
-            Mark::None
-        };
-        self.out.line(self.style.message(m, mark));
     }
 
-    /// Our own message, once the server acknowledged it.
-    fn show_own(&mut self, room: &str, id: Option<u64>, time: &str, text: &str, is_command: bool) {
-        let m = ChatMessage {
-            room: room.to_string(),
-            id,
-            time: time.to_string(),
-            sender: self.me.clone(),
-            text: text.to_string(),
-            is_command,
-        };
+    /// Our own message, once the server acknowledged it (`id` is `None` for a bot command line).
+    fn show_own(&mut self, room: &RoomName, id: Option<u64>, time: String, text: String) {
+        let sender = self.state.me.clone();
+        let m = ChatMessage { room: room.to_string(), id, time, sender, text, is_command: id.is_none() };
         self.show(&m, false);
     }
 
-    fn generic_reply(&self, r: &Reply) {
-        let mut s = format!("{} {}", r.code, r.verb);
-        for f in &r.fields {
-            s.push(' ');
-            s.push_str(f);
-        }
-        if let Some(t) = &r.text {
-            s.push_str(&format!(" :{t}"));
-        }
-        if r.code >= 400 {
-            self.error(&s);
-        } else {
-            self.info(&s);
-        }
-    }
-
     /// Says goodbye: `QUIT`, then waits briefly for the server's `200 QUIT` or the close.
-    async fn quit(&mut self, w: &mut LineWriter, rx: &mut mpsc::Receiver<io::Result<Option<ServerLine>>>, reason: Option<String>) {
-        let line = match reason {
-            Some(r) => format!("QUIT {r}"),
-            None => "QUIT".to_string(),
-        };
-        if self.send(w, What::Quit, &line, None).await.is_err() {
+    async fn quit(&mut self, conn: &mut Conn, reason: Option<String>) {
+        if conn.request(Command::Quit(reason), Pending { what: What::Quit, done: None }).await.is_err() {
             return;
         }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while let Ok(Some(Ok(Some(line)))) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            if let ServerLine::Reply(r) = &line {
-                if r.verb == "QUIT" && r.is_final() {
-                    break;
-                }
+        let deadline = Instant::now() + QUIT_WAIT;
+        while let Some(line) = conn.next_before(deadline).await {
+            if matches!(&line, ServerLine::Reply(r) if r.verb == "QUIT" && r.is_final()) {
+                break;
             }
-            let _ = self.on_server_line(w, line).await;
+            let _ = self.on_server_line(conn, line).await;
         }
-        let _ = w.shutdown().await;
+        conn.close().await;
     }
 
-    fn switch(&mut self, room: &str) {
-        if self.rooms.iter().any(|r| r == room) {
-            self.current = Some(room.to_string());
+    fn switch(&mut self, room: &RoomName) {
+        if self.state.switch(room) {
             self.update_prompt();
-            self.info(&format!("now talking in #{room}"));
+            self.view.now_talking_in(room);
         } else {
-            self.error(&format!("not in #{room} (/join {room})"));
+            self.view.error(&format!("not in #{room} (/join {room})"));
         }
     }
 
-    fn help(&self) {
-        for line in HELP.lines() {
-            self.out.line(line.to_string());
-        }
-        if !self.rooms.is_empty() {
-            let rooms: Vec<String> = self.rooms.iter().map(|r| format!("#{r}")).collect();
-            self.info(&format!("joined: {}", rooms.join(", ")));
-        }
+    fn bad_room(&self, typed: &str) {
+        self.view.error(&format!("{typed:?} is not a room name (1-32 of a-z, 0-9, _ or -)"));
     }
 
     fn update_prompt(&self) {
-        *self.prompt.lock().unwrap() = match &self.current {
-            Some(r) => format!("#{r}> "),
-            None => "> ".to_string(),
-        };
+        self.view.set_prompt(self.state.current());
     }
+}
 
-    fn info(&self, text: &str) {
-        self.out.line(self.style.info(text));
+/// Adds a data line (1xx) to what its command collects; false when it is not one it expects.
+fn collect(what: &mut What, r: &Reply, message: Option<ChatMessage>) -> bool {
+    match (what, r.code, message) {
+        (What::Join { lines, .. } | What::History { lines, .. }, 130, Some(m)) => lines.push(m),
+        (What::Rooms { rooms }, 110, _) if r.fields.len() >= 2 => {
+            rooms.push((r.fields[0].clone(), r.fields[1].clone()))
+        }
+        (What::Names { users, .. }, 120, _) if r.fields.len() >= 2 => users.push(r.fields[1].clone()),
+        _ => return false,
     }
-
-    fn error(&self, text: &str) {
-        self.out.line(self.style.error(text));
-    }
+    true
 }
 
 /// `250ms`, `2s`, `1.5s`.
@@ -686,12 +585,4 @@ fn human(d: Duration) -> String {
 
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -12,6 +12,7 @@ use chatd_proto::tls::{client_config, probe_fingerprint};
 use chatd_proto::{parse_fingerprint, LineConn, ServerLine, Trust};
 
 use crate::args::{Args, Config};
+use crate::view::explain_io;
 
 /// `host:port FINGERPRINT` lines; `#` starts a comment.
 #[derive(Debug, Clone)]
@@ -78,11 +79,12 @@ pub enum ConnectError {
     Cert(anyhow::Error),
 }
 
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl ConnectError {
+    /// In words; with `verbose`, a network error also gets the library's text.
+    pub fn describe(&self, verbose: bool) -> String {
         match self {
-            ConnectError::Io(e) => write!(f, "{e}"),
-            ConnectError::Cert(e) => write!(f, "{e:#}"),
+            ConnectError::Io(e) => explain_io(e, verbose),
+            ConnectError::Cert(e) => format!("{e:#}"),
         }
     }
 }
@@ -111,11 +113,7 @@ pub async fn decide(
         let pin = parse_fingerprint(fp).ok_or_else(|| anyhow!("--fingerprint {fp:?} is not a SHA-256 fingerprint"))?;
         return Ok(TrustChoice { trust: Trust::Fingerprint(pin), known_hosts: None });
     }
-    let known = args
-        .known_hosts
-        .clone()
-        .or_else(KnownHosts::default_path)
-        .map(|path| KnownHosts { path });
+    let known = args.known_hosts.clone().or_else(KnownHosts::default_path).map(|path| KnownHosts { path });
     if let Some(kh) = &known {
         if let Some(fp) = kh.lookup(&cfg.addr)? {
             let pin = parse_fingerprint(&fp)
@@ -127,12 +125,14 @@ pub async fn decide(
     let system = TrustChoice { trust: Trust::System, known_hosts: None };
     match connect(cfg, &system).await {
         Ok(_) => return Ok(system),
-        Err(ConnectError::Io(e)) => return Err(anyhow!("cannot connect to {}: {e}", cfg.addr)),
+        Err(ConnectError::Io(e)) => {
+            return Err(anyhow!("cannot connect to {}: {}", cfg.addr, explain_io(&e, cfg.verbose)))
+        }
         Err(ConnectError::Cert(_)) => {}
     }
     let fp = probe_fingerprint(&cfg.addr, &cfg.server_name)
         .await
-        .with_context(|| format!("cannot connect to {}", cfg.addr))?;
+        .map_err(|e| anyhow!("cannot connect to {}: {}", cfg.addr, explain_io(&e, cfg.verbose)))?;
     say(&format!("The certificate of {} is not signed by a known authority.", cfg.addr));
     say(&format!("Its SHA-256 fingerprint is {fp}"));
     say("Compare it with the one chatd printed when it started (or ask its operator).");
@@ -170,7 +170,9 @@ pub async fn connect(cfg: &Config, choice: &TrustChoice) -> Result<LineConn, Con
         Err(_) => return Err(ConnectError::Io(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))),
         Ok(Ok(conn)) => conn,
         // rustls reports a certificate it does not accept as InvalidData.
-        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => return Err(ConnectError::Cert(cert_error(cfg, choice, e).await)),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(ConnectError::Cert(cert_error(cfg, choice, e).await))
+        }
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
     };
     let hello = tokio::time::timeout(std::time::Duration::from_secs(15), conn.next()).await;
@@ -186,7 +188,7 @@ pub async fn connect(cfg: &Config, choice: &TrustChoice) -> Result<LineConn, Con
 /// Explains a refused certificate; loudly when a pinned fingerprint no longer matches.
 async fn cert_error(cfg: &Config, choice: &TrustChoice, e: io::Error) -> anyhow::Error {
     let Trust::Fingerprint(pin) = &choice.trust else {
-        return anyhow!("the certificate of {} is not trusted: {e}", cfg.addr);
+        return anyhow!("cannot connect to {}: {}", cfg.addr, explain_io(&e, cfg.verbose));
     };
     let expected = pin.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
     let now = probe_fingerprint(&cfg.addr, &cfg.server_name).await.unwrap_or_else(|_| "(unknown)".into());

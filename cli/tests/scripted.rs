@@ -1,6 +1,7 @@
 //! The `chat` binary in scripted mode (stdin not a terminal) against a real daemon: logging in,
 //! joining, sending and receiving, bot command lines and bot replies marked, history paging, and
-//! reconnecting after a daemon restart with the missed messages shown exactly once.
+//! reconnecting after a daemon restart with the missed messages shown exactly once, and a lost
+//! connection told in words.
 
 mod common;
 
@@ -88,10 +89,20 @@ async fn scripted_end_to_end() {
     alice.wait_for("-- left #random").await;
     alice.send("/switch random").await;
     alice.wait_for("!! not in #random").await;
+    // Only members see who is in a room: said in words, as is a room that does not exist.
+    alice.send("/who random").await;
+    alice.wait_for("!! who #random: only members see who is in a room (/join random first)").await;
+    alice.send("/who nosuchroom").await;
+    alice.wait_for("!! who #nosuchroom: there is no such room").await;
 
     // Nothing shown twice.
     for text in ["said before alice came", "hello   from alice ", "hi alice", "back in general"] {
-        assert_eq!(alice.count(|l| l.ends_with(&format!("> {text}"))), 1, "{text:?} shown once:\n{}", alice.snapshot().join("\n"));
+        assert_eq!(
+            alice.count(|l| l.ends_with(&format!("> {text}"))),
+            1,
+            "{text:?} shown once:\n{}",
+            alice.snapshot().join("\n")
+        );
     }
 
     alice.send("/quit").await;
@@ -195,6 +206,50 @@ async fn reconnects_and_shows_missed_messages_once() {
     assert_eq!(alice.exit_code().await, 0);
 }
 
+/// True when `line` shows a library's raw error text rather than words.
+fn raw_error_text(line: &str) -> bool {
+    ["close_notify", "docs.rs", "os error", "rustls", "["].iter().any(|raw| line.contains(raw))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_server_is_told_in_words() {
+    let mut daemon = testkit::Daemon::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let fast = ["--join", "general", "--max-backoff", "0.5"];
+    let mut alice = Scripted::user(&daemon, "alice", &fast, home.path());
+    alice.wait_for("-- joined #general (1 member)").await;
+    let mut bob = Scripted::user(&daemon, "bob", &[&fast[..], &["--verbose"]].concat(), home.path());
+    bob.wait_for("-- joined #general (2 members)").await;
+
+    // The daemon dies without a word (no TLS close_notify): said in words; the library's text
+    // only with --verbose.
+    daemon.kill9().await;
+    let at = alice.wait_for("!! disconnected: ").await;
+    assert_eq!(alice.snapshot()[at], "!! disconnected: the server closed the connection");
+    let at = bob.wait_for("!! disconnected: ").await;
+    let line = bob.snapshot()[at].clone();
+    assert!(line.starts_with("!! disconnected: the server closed the connection [") && line.ends_with(']'), "{line}");
+    // Nobody listens any more: refused, in words.
+    alice.wait_for("-- reconnect failed: the connection was refused").await;
+    let at = bob.wait_for("-- reconnect failed: the connection was refused").await;
+    assert!(bob.snapshot()[at].contains("os error"), "{}", bob.snapshot()[at]);
+
+    // Back, then a graceful stop: the server's reason, in words.
+    daemon.start_again().await;
+    alice.wait_for("-- rejoined #general").await;
+    bob.wait_for("-- rejoined #general").await;
+    assert!(daemon.stop().await, "chatd stops cleanly");
+    alice.wait_for("!! disconnected: the server closed the connection (server shutting down)").await;
+
+    let all = alice.snapshot().join("\n");
+    assert_eq!(alice.count(raw_error_text), 0, "raw library text without --verbose:\n{all}");
+    assert!(!alice.stderr().contains("close_notify"), "{}", alice.stderr());
+    for c in [&mut alice, &mut bob] {
+        c.send("/quit").await;
+        assert_eq!(c.exit_code().await, 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_on_first_use_and_changed_certificate() {
     let daemon = testkit::Daemon::start().await;
@@ -234,7 +289,11 @@ async fn trust_on_first_use_and_changed_certificate() {
     assert_eq!(c.count(|l| l.contains("logged in")), 0);
 
     // A fingerprint given on the command line, as chatd prints it.
-    let mut c = Scripted::start(&[&base[..], &["--fingerprint", &daemon.fingerprint]].concat(), Some("password-alice"), home.path());
+    let mut c = Scripted::start(
+        &[&base[..], &["--fingerprint", &daemon.fingerprint]].concat(),
+        Some("password-alice"),
+        home.path(),
+    );
     c.wait_for("-- logged in as alice").await;
     c.send("/quit").await;
     assert_eq!(c.exit_code().await, 0);
@@ -248,11 +307,16 @@ async fn trust_on_first_use_and_changed_certificate() {
     // --password-file works, and a wrong password is refused.
     let pwfile = home.path().join("pw");
     std::fs::write(&pwfile, "password-alice\n").unwrap();
-    let mut c = Scripted::start(&[&base[..], &["--ca", ca, "--password-file", pwfile.to_str().unwrap()]].concat(), None, home.path());
+    let mut c = Scripted::start(
+        &[&base[..], &["--ca", ca, "--password-file", pwfile.to_str().unwrap()]].concat(),
+        None,
+        home.path(),
+    );
     c.wait_for("-- logged in as alice").await;
     c.send("/quit").await;
     assert_eq!(c.exit_code().await, 0);
-    let mut c = Scripted::start(&[daemon.addr.as_str(), "--ca", ca, "--user", "alice"], Some("wrong-password"), home.path());
+    let mut c =
+        Scripted::start(&[daemon.addr.as_str(), "--ca", ca, "--user", "alice"], Some("wrong-password"), home.path());
     assert_ne!(c.exit_code().await, 0);
     assert!(c.stderr().contains("wrong user name or password"), "{}", c.stderr());
 }
