@@ -15,6 +15,7 @@ pub struct Config {
     pub accounts: AccountsSection,
     pub rooms: RoomsSection,
     pub limits: Limits,
+    pub irc: IrcSection,
     pub bots: Vec<BotAccount>,
 }
 
@@ -25,6 +26,22 @@ pub struct ServerSection {
     pub plain_listen: String,
     pub allow_plain_non_loopback: bool,
     pub listen_backlog: u32,
+}
+
+/// The IRC front end (IRC.md): its listeners and what it tells clients about the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IrcSection {
+    /// TLS listener; empty: no IRC over TLS.
+    pub listen: String,
+    /// Plaintext listener; empty: off. Loopback only unless server.allow_plain_non_loopback.
+    pub plain_listen: String,
+    /// The server's name in IRC lines (the source of numerics).
+    pub server_name: String,
+    /// The network's name (ISUPPORT NETWORK, the welcome line).
+    pub network: String,
+    /// The message of the day, lines separated by newlines; empty: none (clients get 422).
+    pub motd: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +123,7 @@ impl Default for Config {
             accounts: AccountsSection::default(),
             rooms: RoomsSection::default(),
             limits: Limits::default(),
+            irc: IrcSection::default(),
             bots: vec![BotAccount { name: "stockbot".into(), password_file: "data/stockbot.secret".into() }],
         }
     }
@@ -118,6 +136,18 @@ impl Default for ServerSection {
             plain_listen: String::new(),
             allow_plain_non_loopback: false,
             listen_backlog: 4096,
+        }
+    }
+}
+
+impl Default for IrcSection {
+    fn default() -> Self {
+        IrcSection {
+            listen: "127.0.0.1:6699".into(),
+            plain_listen: String::new(),
+            server_name: "irc.chatd".into(),
+            network: "chatd".into(),
+            motd: String::new(),
         }
     }
 }
@@ -233,6 +263,23 @@ impl Config {
                 ));
             }
         }
+        self.irc_listen_addr()?;
+        if let Some(plain) = self.irc_plain_listen_addr()? {
+            if !plain.ip().is_loopback() && !self.server.allow_plain_non_loopback {
+                return bad(format!(
+                    "irc.plain_listen {plain} is not loopback; plaintext would expose passwords \
+                     (set server.allow_plain_non_loopback = true to force it)"
+                ));
+            }
+        }
+        let name_ok =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b':' && b != b'!' && b != b'@');
+        if !name_ok(&self.irc.server_name) || !self.irc.server_name.contains('.') {
+            return bad("irc.server_name must be a host-like name with a dot (e.g. irc.chatd)".into());
+        }
+        if !name_ok(&self.irc.network) {
+            return bad("irc.network must be one word".into());
+        }
         let l = &self.limits;
         if l.max_line_bytes < 64 || l.max_line_bytes > 1 << 20 {
             return bad("limits.max_line_bytes must be between 64 and 1048576".into());
@@ -256,6 +303,16 @@ impl Config {
             .map_err(|_| ConfigError::Invalid(format!("server.listen {:?} is not an address:port", self.server.listen)))
     }
 
+    /// The IRC TLS listener's address, if it has one.
+    pub fn irc_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("irc.listen", &self.irc.listen)
+    }
+
+    /// The IRC plaintext listener's address, if it has one.
+    pub fn irc_plain_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("irc.plain_listen", &self.irc.plain_listen)
+    }
+
     pub fn plain_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         if self.server.plain_listen.is_empty() {
             return Ok(None);
@@ -264,6 +321,13 @@ impl Config {
             ConfigError::Invalid(format!("server.plain_listen {:?} is not an address:port", self.server.plain_listen))
         })
     }
+}
+
+fn optional_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| ConfigError::Invalid(format!("{key} {value:?} is not an address:port")))
 }
 
 #[cfg(test)]
@@ -286,5 +350,19 @@ mod tests {
         assert!(c.validate().is_err());
         c.server.allow_plain_non_loopback = true;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn irc_plaintext_beyond_loopback_is_refused() {
+        let mut c = Config::default();
+        c.irc.plain_listen = "0.0.0.0:6667".into();
+        assert!(c.validate().is_err());
+        c.irc.plain_listen = "127.0.0.1:6667".into();
+        assert!(c.validate().is_ok());
+        c.irc.plain_listen = "0.0.0.0:6667".into();
+        c.server.allow_plain_non_loopback = true;
+        assert!(c.validate().is_ok());
+        c.irc.server_name = "nodot".into();
+        assert!(c.validate().is_err());
     }
 }

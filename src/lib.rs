@@ -1,7 +1,8 @@
 //! chatd: a chat daemon with an IRC-style line protocol over TLS. See PROTOCOL.md.
 //!
 //! The layers, each depending only on those below it:
-//! - `native`: the native front end (parse, apply, render); later front ends sit beside it.
+//! - `native`: the native front end (parse, apply, render).
+//! - `irc`: the IRC front end (IRC.md), beside `native`, over the same core.
 //! - `session`: one connection's loop, shared by the front ends (timers, flood control, writes).
 //! - `chat`: the core (accounts, rooms, bots, a connection's client state); no wire, no SQL.
 //! - `store`: the store of record (SQLite), the only place with SQL.
@@ -12,6 +13,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod irc;
 pub mod limits;
 pub mod native;
 pub mod net;
@@ -38,6 +40,9 @@ use crate::net::listener::{bind, Listener};
 pub struct Listening {
     pub tls: SocketAddr,
     pub plain: Option<SocketAddr>,
+    /// The IRC front end's TLS and plaintext listeners, when configured.
+    pub irc: Option<SocketAddr>,
+    pub irc_plain: Option<SocketAddr>,
     pub fingerprint: String,
     pub ca_file: std::path::PathBuf,
 }
@@ -69,9 +74,20 @@ pub async fn run(
         Some(addr) => Some(bind(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?),
         None => None,
     };
+    let bind_optional = |addr: Option<SocketAddr>| -> anyhow::Result<Option<TcpListener>> {
+        match addr {
+            Some(addr) => Ok(Some(bind(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?)),
+            None => Ok(None),
+        }
+    };
+    let irc_listener = bind_optional(config.irc_listen_addr()?)?;
+    let irc_plain_listener = bind_optional(config.irc_plain_listen_addr()?)?;
+    let local = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr()).transpose();
     let listening = Listening {
         tls: tls_listener.local_addr()?,
-        plain: plain_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+        plain: local(&plain_listener)?,
+        irc: local(&irc_listener)?,
+        irc_plain: local(&irc_plain_listener)?,
         fingerprint: tls.fingerprint.clone(),
         ca_file: config.tls.cert.parent().unwrap_or(std::path::Path::new(".")).join("ca.pem"),
     };
@@ -92,7 +108,25 @@ pub async fn run(
     };
     start(listener.clone(), tls_listener);
     if let Some(plain) = plain_listener {
-        start(Listener { tls: None, ..listener }, plain);
+        start(Listener { tls: None, ..listener.clone() }, plain);
+    }
+    let irc = IrcFrontEnd {
+        chat: chat.clone(),
+        limits: Arc::new(irc::session_limits(&config.limits)),
+        gate: gate.clone(),
+        settings: Arc::new(irc::Settings::new(&config, chat.clone(), gate.clone())),
+    };
+    let start_irc = |listener: Listener, socket: TcpListener| {
+        let serve = irc.clone();
+        let serve = move |stream, peer, shutdown| serve.clone().serve(stream, peer, shutdown);
+        tokio::spawn(listener.accept_loop(socket, serve, signal.clone(), done_tx.clone()));
+    };
+    let irc_listener_kind = Listener { plaintext_hint: irc::PLAINTEXT_HINT, ..listener };
+    if let Some(socket) = irc_listener {
+        start_irc(irc_listener_kind.clone(), socket);
+    }
+    if let Some(socket) = irc_plain_listener {
+        start_irc(Listener { tls: None, ..irc_listener_kind }, socket);
     }
     drop(done_tx);
     ready(&listening);
@@ -120,6 +154,24 @@ impl NativeFrontEnd {
     async fn serve(self, stream: net::connection::BoxStream, peer: SocketAddr, shutdown: shutdown::Shutdown) {
         let flood_exempt = self.gate.exempt(peer.ip());
         let protocol = Native::new(self.limits.max_message_bytes);
+        session::serve(stream, peer, self.chat, self.limits, flood_exempt, shutdown, protocol).await;
+    }
+}
+
+/// What the IRC listeners need to serve a connection.
+#[derive(Clone)]
+struct IrcFrontEnd {
+    chat: Arc<Chat>,
+    /// The shared limits, with the IRC line length (512 bytes plus the tag allowance).
+    limits: Arc<config::Limits>,
+    gate: Arc<ConnectionGate>,
+    settings: Arc<irc::Settings>,
+}
+
+impl IrcFrontEnd {
+    async fn serve(self, stream: net::connection::BoxStream, peer: SocketAddr, shutdown: shutdown::Shutdown) {
+        let flood_exempt = self.gate.exempt(peer.ip());
+        let protocol = irc::Irc::new(self.settings.clone());
         session::serve(stream, peer, self.chat, self.limits, flood_exempt, shutdown, protocol).await;
     }
 }

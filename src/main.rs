@@ -7,7 +7,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "chatd", version, about = "A chat daemon with an IRC-style line protocol over TLS")]
+#[command(name = "chatd", version, about = "A chat daemon over TLS: its own IRC-style line protocol, and IRC")]
 struct Args {
     /// Configuration file (default: ./chatd.toml if present, else the embedded defaults).
     #[arg(long, short)]
@@ -18,6 +18,9 @@ struct Args {
     /// Plaintext listen address, overriding server.plain_listen (loopback only unless forced).
     #[arg(long)]
     plain_listen: Option<String>,
+    /// IRC TLS listen address, overriding irc.listen ("" turns it off).
+    #[arg(long)]
+    irc_listen: Option<String>,
     /// Database file, overriding storage.db.
     #[arg(long)]
     db: Option<PathBuf>,
@@ -60,6 +63,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(plain) = args.plain_listen {
         config.server.plain_listen = plain;
     }
+    if let Some(irc) = args.irc_listen {
+        config.irc.listen = irc;
+    }
     if let Some(db) = args.db {
         config.storage.db = db;
     }
@@ -72,6 +78,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             let _ = writeln!(out, "chatd listening tls {}", l.tls);
             if let Some(plain) = l.plain {
                 let _ = writeln!(out, "chatd listening plain {plain}");
+            }
+            if let Some(irc) = l.irc {
+                let _ = writeln!(out, "chatd listening irc {irc}");
+            }
+            if let Some(irc) = l.irc_plain {
+                let _ = writeln!(out, "chatd listening irc-plain {irc}");
             }
             let _ = writeln!(out, "chatd certificate sha256 {}", l.fingerprint);
             let _ = writeln!(out, "chatd ca {}", l.ca_file.display());

@@ -37,6 +37,8 @@ pub fn bin_path(name: &str) -> PathBuf {
 pub const BASE_CONFIG: &str = r#"
 [server]
 listen = "127.0.0.1:0"
+[irc]
+listen = "127.0.0.1:0"
 [storage]
 db = "data/chatd.db"
 [limits]
@@ -57,6 +59,10 @@ pub struct Daemon {
     pub addr: String,
     /// `127.0.0.1:PORT` of the plaintext listener, when the configuration has one.
     pub plain_addr: Option<String>,
+    /// `127.0.0.1:PORT` of the IRC TLS listener.
+    pub irc_addr: String,
+    /// `127.0.0.1:PORT` of the IRC plaintext listener, when the configuration has one.
+    pub irc_plain_addr: Option<String>,
     pub ca_file: PathBuf,
     pub fingerprint: String,
     /// The daemon's directory: chatd.toml, certs/, data/, chatd.log.
@@ -79,6 +85,8 @@ impl Daemon {
         let mut d = Daemon {
             addr: String::new(),
             plain_addr: None,
+            irc_addr: String::new(),
+            irc_plain_addr: None,
             ca_file: dir.join("certs/ca.pem"),
             fingerprint: String::new(),
             dir,
@@ -94,13 +102,17 @@ impl Daemon {
         self.dir.join("chatd.toml")
     }
 
-    /// Starts the binary and waits for `chatd ready`. `listen` pins the TLS address (restarts).
-    async fn spawn(&mut self, listen: Option<String>) {
+    /// Starts the binary and waits for `chatd ready`. `listen` pins the TLS addresses, native and
+    /// IRC (restarts).
+    async fn spawn(&mut self, listen: Option<(String, String)>) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("chatd.log")).unwrap();
         let mut cmd = Command::new(bin_path("chatd"));
         cmd.arg("--config").arg(self.config_path()).arg("--log").arg("info,chatd=debug");
-        if let Some(listen) = listen {
+        if let Some((listen, irc)) = listen {
             cmd.arg("--listen").arg(listen);
+            if !irc.is_empty() {
+                cmd.arg("--irc-listen").arg(irc);
+            }
         }
         cmd.current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -116,6 +128,10 @@ impl Daemon {
                     self.addr = a.to_string();
                 } else if let Some(a) = line.strip_prefix("chatd listening plain ") {
                     self.plain_addr = Some(a.to_string());
+                } else if let Some(a) = line.strip_prefix("chatd listening irc ") {
+                    self.irc_addr = a.to_string();
+                } else if let Some(a) = line.strip_prefix("chatd listening irc-plain ") {
+                    self.irc_plain_addr = Some(a.to_string());
                 } else if let Some(f) = line.strip_prefix("chatd certificate sha256 ") {
                     self.fingerprint = f.to_string();
                 } else if line == "chatd ready" {
@@ -216,8 +232,8 @@ impl Daemon {
 
     /// Starts again (after `kill9` or `stop`) on the same port with the same data.
     pub async fn start_again(&mut self) {
-        let addr = self.addr.clone();
-        self.spawn(Some(addr)).await;
+        let addrs = (self.addr.clone(), self.irc_addr.clone());
+        self.spawn(Some(addrs)).await;
     }
 }
 

@@ -1,0 +1,572 @@
+//! The one `apply` of the IRC front end: a line is checked (length, UTF-8), parsed, allowed or
+//! refused (not logged in, not registered), carried out on the connection's `Client` and answered.
+//! Registration and account commands are in `register`; each other command is one small function
+//! here.
+
+use bytes::Bytes;
+
+use super::caps;
+use super::register;
+use super::reply::{self, Reply, Stamp};
+use super::wire::Message;
+use super::{Irc, IrcClient, PostTag, MAX_CLIENT_TAGS, MAX_LINE};
+use crate::chat::client::PostOutcome;
+use crate::chat::model::Message as ChatMessage;
+use crate::chat::names::{CommandWord, RoomName};
+use crate::session::Flow;
+
+/// The longest `label` a client may send (IRCv3 labeled-response).
+const MAX_LABEL: usize = 64;
+
+/// Most bytes of nicks in one 353 line, leaving room for the rest of the line.
+const NAMES_PER_LINE: usize = 400;
+
+/// Commands a connection may send before it logs in.
+fn allowed_anonymous(command: &str, m: &Message) -> bool {
+    match command {
+        "CAP" | "NICK" | "USER" | "PASS" | "AUTHENTICATE" | "REGISTER" | "PING" | "PONG" | "QUIT" | "NICKSERV"
+        | "NS" => true,
+        "PRIVMSG" | "NOTICE" => m.params.first().is_some_and(|t| t.eq_ignore_ascii_case("NickServ")),
+        _ => false,
+    }
+}
+
+/// Whether the line is over the IRC limits: 512 bytes without the tags (CRLF included), 4094
+/// bytes of tags (the `@` and the space after them included).
+fn too_long(line: &[u8]) -> bool {
+    let (tags, rest) = match line.first() {
+        Some(b'@') => match line.iter().position(|b| *b == b' ') {
+            Some(i) => {
+                let end = i + line[i..].iter().take_while(|b| **b == b' ').count();
+                (end, line.len() - end)
+            }
+            None => (line.len(), 0),
+        },
+        _ => (0, line.len()),
+    };
+    tags > MAX_CLIENT_TAGS || rest + 2 > MAX_LINE
+}
+
+/// Applies one line and writes its replies (after the acknowledgements owed before it).
+pub async fn apply(irc: &mut Irc, client: &mut IrcClient, line: Bytes, out: &mut Vec<u8>) -> Flow {
+    if too_long(&line) {
+        settle_owed(irc, client, out).await;
+        let mut r = irc.reply(None);
+        r.numeric("417", &["Input line was too long"]);
+        irc.finish(r, out);
+        return Flow::Continue;
+    }
+    let Ok(text) = std::str::from_utf8(&line) else {
+        settle_owed(irc, client, out).await;
+        let mut r = irc.reply(None);
+        r.fail("*", "INVALID_UTF8", &[], "Lines must be UTF-8 (UTF8ONLY)");
+        irc.finish(r, out);
+        return Flow::Continue;
+    };
+    let Ok(m) = Message::parse(text) else { return Flow::Continue };
+    let label = match irc.state.caps.has(caps::LABELED_RESPONSE) {
+        true => m.tags.iter().find(|(k, _)| k == "label").and_then(|(_, v)| v.clone()),
+        false => None,
+    };
+    let command = m.command.to_ascii_uppercase();
+    // A post is pipelined: its echo or acknowledgement comes when it is committed. Anything else
+    // answers now, after the acknowledgements owed before it.
+    let pipelined = matches!(command.as_str(), "PRIVMSG" | "NOTICE")
+        && m.params.first().is_some_and(|t| t.starts_with('#'))
+        && m.params.get(1).is_some_and(|text| CommandWord::of_bot_line(text).is_none());
+    if !pipelined {
+        settle_owed(irc, client, out).await;
+    }
+    let mut r = irc.reply(label.filter(|l| l.len() <= MAX_LABEL));
+    let flow = if text.contains(['\0', '\r']) {
+        r.fail(&command, "INVALID_TEXT", &[], "Lines must not contain NUL or CR");
+        Flow::Continue
+    } else if !client.is_logged_in() && !allowed_anonymous(&command, &m) {
+        r.numeric("451", &[&reply::not_logged_in_text()]);
+        Flow::Continue
+    } else if !irc.state.registered && !allowed_anonymous(&command, &m) {
+        r.numeric("451", &["You have not registered (send NICK, USER and CAP END)"]);
+        Flow::Continue
+    } else {
+        execute(irc, client, &command, &m, &mut r).await
+    };
+    let flow = match flow {
+        Flow::Continue if !irc.state.registered => register::maybe_welcome(irc, client, &mut r).await,
+        flow => flow,
+    };
+    if pipelined && !r.is_empty() {
+        // An error must not overtake the acknowledgements owed before it.
+        settle_owed(irc, client, out).await;
+    }
+    irc.finish(r, out);
+    flow
+}
+
+/// Writes every owed echo or acknowledgement, in order.
+async fn settle_owed(irc: &mut Irc, client: &mut IrcClient, out: &mut Vec<u8>) {
+    for settled in client.settle_all().await {
+        irc.render_settled(settled, out);
+    }
+}
+
+async fn execute(irc: &mut Irc, client: &mut IrcClient, command: &str, m: &Message, r: &mut Reply) -> Flow {
+    match command {
+        "CAP" => register::cap(irc, m, r),
+        "NICK" => register::nick(irc, client, m, r),
+        "USER" => register::user(irc, m, r),
+        "PASS" => register::pass(irc, m, r),
+        "AUTHENTICATE" => register::authenticate(irc, client, m, r).await,
+        "REGISTER" => register::register(irc, client, m, r).await,
+        "NICKSERV" | "NS" => register::nickserv(irc, client, &m.params.join(" "), r).await,
+        "PING" => match m.params.first() {
+            Some(token) => {
+                let server = irc.settings.server_name.clone();
+                r.server("PONG", &[&server, token]);
+            }
+            None => r.numeric("461", &["PING", "Not enough parameters"]),
+        },
+        "PONG" => {}
+        "QUIT" => {
+            let why = m.params.first().map_or("Client quit".to_string(), |q| format!("Quit: {q}"));
+            r.raw(None, "ERROR", &[&format!("Closing link: {why}")]);
+            return Flow::Close;
+        }
+        "PRIVMSG" => privmsg(irc, client, m, "PRIVMSG", r).await,
+        "NOTICE" => privmsg(irc, client, m, "NOTICE", r).await,
+        "JOIN" => join(irc, client, m, r).await,
+        "PART" => part(irc, client, m, r).await,
+        "NAMES" => names_command(irc, client, m, r).await,
+        "LIST" => list(client, m, r),
+        "WHO" => who(irc, client, m, r).await,
+        "WHOIS" => whois(irc, client, m, r),
+        "MODE" => mode(irc, client, m, r),
+        "AWAY" => away(irc, m, r),
+        "TOPIC" => topic(irc, m, r),
+        "USERHOST" => userhost(irc, m, r),
+        "LUSERS" => register::lusers(irc, r),
+        "MOTD" => register::motd(irc, r),
+        "VERSION" => {
+            let server = irc.settings.server_name.clone();
+            r.numeric("351", &[concat!("chatd-", env!("CARGO_PKG_VERSION")), &server, "chatd IRC front end"]);
+            for tokens in register::isupport(irc).chunks(12) {
+                let mut params: Vec<&str> = tokens.iter().map(String::as_str).collect();
+                params.push("are supported by this server");
+                r.numeric("005", &params);
+            }
+        }
+        _ => r.numeric("421", &[&m.command, "Unknown command"]),
+    }
+    Flow::Continue
+}
+
+/// `#room` → the room, if the name is one.
+fn channel(name: &str) -> Option<RoomName> {
+    let rest = name.strip_prefix('#')?;
+    if rest.starts_with('#') {
+        return None;
+    }
+    RoomName::parse(rest)
+}
+
+fn chan(room: &RoomName) -> String {
+    format!("#{room}")
+}
+
+/// PRIVMSG/NOTICE: to a channel a post (or a relayed bot command line), to NickServ an account
+/// command. The post's echo or acknowledgement comes when it is committed (`Irc::render_settled`).
+async fn privmsg(irc: &mut Irc, client: &mut IrcClient, m: &Message, command: &'static str, r: &mut Reply) {
+    let Some(target) = m.params.first().filter(|t| !t.is_empty()) else {
+        r.numeric("411", &[&format!("No recipient given ({command})")]);
+        return;
+    };
+    let Some(text) = m.params.get(1).filter(|t| !t.is_empty()) else {
+        r.numeric("412", &["No text to send"]);
+        return;
+    };
+    if target.contains(',') {
+        r.numeric("407", &[target, "Too many recipients (one target per message)"]);
+        return;
+    }
+    if target.eq_ignore_ascii_case("NickServ") {
+        register::nickserv(irc, client, text, r).await;
+        return;
+    }
+    if !target.starts_with('#') {
+        r.numeric("401", &[target, "No such nick/channel"]);
+        return;
+    }
+    let Some(room) = channel(target) else {
+        r.numeric("403", &[target, "No such channel"]);
+        return;
+    };
+    if text.len() > irc.settings.max_message_bytes {
+        r.numeric("417", &["Input line was too long"]);
+        return;
+    }
+    let bot_line = CommandWord::of_bot_line(text).is_some();
+    let label = if bot_line { None } else { r.take_label() };
+    let tag = PostTag { label: label.clone(), command };
+    match client.post(&room, text.clone(), tag).await {
+        Ok(PostOutcome::Accepted) => {}
+        Ok(PostOutcome::Relayed { time, .. }) => {
+            if irc.state.caps.has(caps::ECHO_MESSAGE) {
+                let sender = register::account(client).expect("logged in");
+                let msg = ChatMessage { id: 0, room: room.clone(), time, sender, text: text.clone() };
+                let target = chan(&room);
+                r.push(reply::message_line(&irc.state, &irc.settings, &msg, command, &target, Stamp::Relayed));
+            }
+        }
+        Err(e) => {
+            r.set_label(label);
+            r.error(&e, command, &chan(&room));
+        }
+    }
+}
+
+/// JOIN #a,#b (keys ignored; `JOIN 0` leaves every channel).
+async fn join(irc: &mut Irc, client: &mut IrcClient, m: &Message, r: &mut Reply) {
+    let Some(list) = m.params.first().filter(|l| !l.is_empty()) else {
+        r.numeric("461", &["JOIN", "Not enough parameters"]);
+        return;
+    };
+    if list == "0" {
+        for room in irc.state.joined.clone() {
+            leave(irc, client, &room, None, r).await;
+        }
+        return;
+    }
+    for name in list.split(',').filter(|n| !n.is_empty()) {
+        join_one(irc, client, name, r).await;
+    }
+}
+
+async fn join_one(irc: &mut Irc, client: &mut IrcClient, name: &str, r: &mut Reply) {
+    let Some(room) = channel(name) else {
+        r.numeric("403", &[name, "No such channel (names are # and 1-32 of a-z 0-9 _ -)"]);
+        return;
+    };
+    if irc.state.joined.contains(&room) {
+        return;
+    }
+    let joined = match client.join(&room).await {
+        Ok(joined) => joined,
+        Err(e) => return r.error(&e, "JOIN", &chan(&room)),
+    };
+    irc.state.joined.push(room.clone());
+    let nick = irc.state.client().to_string();
+    let target = chan(&room);
+    let mut params = vec![target.clone()];
+    if irc.state.caps.has(caps::EXTENDED_JOIN) {
+        params.push(nick.clone());
+        params.push(irc.state.user.as_ref().map_or(nick.clone(), |(_, real)| real.clone()));
+    }
+    r.push(Message {
+        tags: reply::join_tags(irc.state.caps, &nick),
+        source: Some(reply::user_source(&nick)),
+        command: "JOIN".into(),
+        params,
+    });
+    names(client, &room, r).await;
+    if !irc.state.caps.has(caps::CHATHISTORY) && !joined.history.is_empty() {
+        let batch =
+            (irc.state.caps.has(caps::BATCH) && irc.state.caps.has(caps::SERVER_TIME)).then(|| irc.state.batch_id());
+        if let Some(id) = &batch {
+            r.server("BATCH", &[&format!("+{id}"), "chathistory", &target]);
+        }
+        for posted in &joined.history {
+            let mut line =
+                reply::message_line(&irc.state, &irc.settings, &posted.msg, "PRIVMSG", &target, Stamp::Stored);
+            if let Some(id) = &batch {
+                line.tags.insert(0, ("batch".into(), Some(id.clone())));
+            }
+            r.push(line);
+        }
+        if let Some(id) = &batch {
+            r.server("BATCH", &[&format!("-{id}")]);
+        }
+    }
+}
+
+/// 353s and 366 for a channel joined; only 366 for one not joined.
+async fn names(client: &IrcClient, room: &RoomName, r: &mut Reply) {
+    let target = chan(room);
+    if let Ok(users) = client.names(room).await {
+        let mut line = String::new();
+        for user in users {
+            if !line.is_empty() && line.len() + user.as_str().len() >= NAMES_PER_LINE {
+                r.numeric("353", &["=", &target, &line]);
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(user.as_str());
+        }
+        if !line.is_empty() {
+            r.numeric("353", &["=", &target, &line]);
+        }
+    }
+    r.numeric("366", &[&target, "End of /NAMES list"]);
+}
+
+async fn names_command(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
+    let Some(name) = m.params.first().and_then(|l| l.split(',').next()) else {
+        r.numeric("366", &["*", "End of /NAMES list"]);
+        return;
+    };
+    match channel(name) {
+        Some(room) if irc.state.joined.contains(&room) => names(client, &room, r).await,
+        _ => r.numeric("366", &[name, "End of /NAMES list"]),
+    }
+}
+
+/// PART #a,#b [reason].
+async fn part(irc: &mut Irc, client: &mut IrcClient, m: &Message, r: &mut Reply) {
+    let Some(list) = m.params.first().filter(|l| !l.is_empty()) else {
+        r.numeric("461", &["PART", "Not enough parameters"]);
+        return;
+    };
+    let reason = m.params.get(1).cloned();
+    for name in list.split(',').filter(|n| !n.is_empty()) {
+        match channel(name) {
+            None => r.numeric("403", &[name, "No such channel"]),
+            Some(room) if !irc.state.joined.contains(&room) => r.numeric("442", &[name, "You're not on that channel"]),
+            Some(room) => leave(irc, client, &room, reason.as_deref(), r).await,
+        }
+    }
+}
+
+async fn leave(irc: &mut Irc, client: &mut IrcClient, room: &RoomName, reason: Option<&str>, r: &mut Reply) {
+    if let Err(e) = client.part(room).await {
+        return r.error(&e, "PART", &chan(room));
+    }
+    irc.state.joined.retain(|j| j != room);
+    let nick = irc.state.client().to_string();
+    let target = chan(room);
+    let mut params = vec![target.as_str()];
+    params.extend(reason);
+    r.raw(Some(&reply::user_source(&nick)), "PART", &params);
+}
+
+/// LIST [#a,#b]: 322 per channel, 323.
+fn list(client: &IrcClient, m: &Message, r: &mut Reply) {
+    let wanted: Option<Vec<RoomName>> =
+        m.params.first().filter(|p| p.starts_with('#')).map(|p| p.split(',').filter_map(channel).collect());
+    match client.rooms() {
+        Ok(rooms) => {
+            for (room, users) in rooms {
+                if wanted.as_ref().is_some_and(|w| !w.contains(&room)) {
+                    continue;
+                }
+                r.numeric("322", &[&chan(&room), &users.to_string(), ""]);
+            }
+        }
+        Err(e) => return r.error(&e, "LIST", "*"),
+    }
+    r.numeric("323", &["End of /LIST"]);
+}
+
+/// The WHO flags of a user: here or gone, and `B` for bots.
+fn who_flags(irc: &Irc, nick: &str) -> String {
+    let away = nick == irc.state.client() && irc.state.away.is_some();
+    let mut flags = if away { "G".to_string() } else { "H".to_string() };
+    if irc.settings.is_bot(nick) {
+        flags.push('B');
+    }
+    flags
+}
+
+/// WHO #channel (its members) or WHO nick (yourself): 352s and 315.
+async fn who(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
+    let Some(mask) = m.params.first().cloned() else {
+        r.numeric("315", &["*", "End of WHO list"]);
+        return;
+    };
+    let server = irc.settings.server_name.clone();
+    let mut line = |channel: &str, nick: &str| {
+        let flags = who_flags(irc, nick);
+        r.numeric("352", &[channel, nick, reply::USER_HOST, &server, nick, &flags, &format!("0 {nick}")]);
+    };
+    match channel(&mask) {
+        Some(room) if irc.state.joined.contains(&room) => {
+            if let Ok(users) = client.names(&room).await {
+                for user in users {
+                    line(&mask, user.as_str());
+                }
+            }
+        }
+        Some(_) => {}
+        None if mask.eq_ignore_ascii_case(irc.state.client()) => {
+            let nick = irc.state.client().to_string();
+            line("*", &nick);
+        }
+        None => {}
+    }
+    r.numeric("315", &[&mask, "End of WHO list"]);
+}
+
+/// WHOIS [server] nick: about yourself (the core answers about others later).
+fn whois(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
+    let Some(nick) = m.params.last().filter(|n| !n.is_empty()).cloned() else {
+        r.numeric("431", &["No nickname given"]);
+        return;
+    };
+    if !nick.eq_ignore_ascii_case(irc.state.client()) {
+        r.numeric("401", &[&nick, "No such nick/channel"]);
+        r.numeric("318", &[&nick, "End of /WHOIS list"]);
+        return;
+    }
+    let me = irc.state.client().to_string();
+    let realname = irc.state.user.as_ref().map_or(me.clone(), |(_, real)| real.clone());
+    r.numeric("311", &[&me, &me, reply::USER_HOST, "*", &realname]);
+    let channels: Vec<String> = irc.state.joined.iter().map(chan).collect();
+    if !channels.is_empty() {
+        r.numeric("319", &[&me, &channels.join(" ")]);
+    }
+    let server = irc.settings.server_name.clone();
+    r.numeric("312", &[&me, &server, "chatd"]);
+    if let Some(away) = &irc.state.away {
+        r.numeric("301", &[&me, away]);
+    }
+    if client.is_bot() {
+        r.numeric("335", &[&me, "is a bot"]);
+    }
+    r.numeric("330", &[&me, &me, "is logged in as"]);
+    r.numeric("318", &[&me, "End of /WHOIS list"]);
+}
+
+/// MODE queries: a channel's modes (`+n`: only members post) and its empty lists; your own user
+/// modes. chatd has no operators, so no mode can be set on a channel.
+fn mode(irc: &mut Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
+    let Some(target) = m.params.first().cloned() else {
+        r.numeric("461", &["MODE", "Not enough parameters"]);
+        return;
+    };
+    let change = m.params.get(1).cloned();
+    if target.starts_with('#') {
+        let exists = channel(&target).is_some_and(|room| {
+            irc.state.joined.contains(&room) || irc.settings.chat.rooms.list().iter().any(|(r, _)| *r == room)
+        });
+        if !exists {
+            return r.numeric("403", &[&target, "No such channel"]);
+        }
+        match change.as_deref().map(|c| c.trim_start_matches('+')) {
+            None => r.numeric("324", &[&target, "+n"]),
+            Some("b") => r.numeric("368", &[&target, "End of channel ban list"]),
+            Some("e") => r.numeric("349", &[&target, "End of channel exception list"]),
+            Some("I") => r.numeric("347", &[&target, "End of channel invite list"]),
+            Some(_) => r.numeric("482", &[&target, "You're not channel operator (chatd has no channel operators)"]),
+        }
+        return;
+    }
+    if !target.eq_ignore_ascii_case(irc.state.client()) {
+        r.numeric("502", &["Cant change mode for other users"]);
+        return;
+    }
+    let Some(change) = change else {
+        let mut modes = "+".to_string();
+        if irc.state.invisible {
+            modes.push('i');
+        }
+        if client.is_bot() {
+            modes.push('B');
+        }
+        r.numeric("221", &[&modes]);
+        return;
+    };
+    let mut on = true;
+    let mut applied = String::new();
+    let mut unknown = false;
+    for c in change.chars() {
+        match c {
+            '+' => on = true,
+            '-' => on = false,
+            'i' if irc.state.invisible != on => {
+                irc.state.invisible = on;
+                applied.push(if on { '+' } else { '-' });
+                applied.push('i');
+            }
+            'i' => {}
+            _ => unknown = true,
+        }
+    }
+    if unknown {
+        r.numeric("501", &["Unknown MODE flag"]);
+    }
+    if !applied.is_empty() {
+        let me = irc.state.client().to_string();
+        r.raw(Some(&me), "MODE", &[&me, &applied]);
+    }
+}
+
+/// AWAY [message]: 306 when set, 305 when cleared.
+fn away(irc: &mut Irc, m: &Message, r: &mut Reply) {
+    match m.params.first().filter(|t| !t.is_empty()) {
+        Some(text) => {
+            irc.state.away = Some(text.clone());
+            r.numeric("306", &["You have been marked as being away"]);
+        }
+        None => {
+            irc.state.away = None;
+            r.numeric("305", &["You are no longer marked as being away"]);
+        }
+    }
+}
+
+/// TOPIC #channel: chatd has no topics yet.
+fn topic(irc: &Irc, m: &Message, r: &mut Reply) {
+    let Some(target) = m.params.first().cloned() else {
+        r.numeric("461", &["TOPIC", "Not enough parameters"]);
+        return;
+    };
+    match channel(&target) {
+        None => r.numeric("403", &[&target, "No such channel"]),
+        Some(room) if !irc.state.joined.contains(&room) => r.numeric("442", &[&target, "You're not on that channel"]),
+        Some(_) if m.params.len() > 1 => {
+            r.numeric("482", &[&target, "You're not channel operator (topics cannot be set yet)"])
+        }
+        Some(_) => r.numeric("331", &[&target, "No topic is set"]),
+    }
+}
+
+/// USERHOST nick...: 302 with yourself among them.
+fn userhost(irc: &Irc, m: &Message, r: &mut Reply) {
+    if m.params.is_empty() {
+        return r.numeric("461", &["USERHOST", "Not enough parameters"]);
+    }
+    let me = irc.state.client();
+    let away = if irc.state.away.is_some() { '-' } else { '+' };
+    let found: Vec<String> = m
+        .params
+        .iter()
+        .take(5)
+        .filter(|n| n.eq_ignore_ascii_case(me))
+        .map(|_| format!("{me}={away}{me}@{}", reply::USER_HOST))
+        .collect();
+    r.numeric("302", &[&found.join(" ")]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_limits() {
+        assert!(!too_long(&vec![b'a'; 510]));
+        assert!(too_long(&vec![b'a'; 511]));
+        let mut tagged = vec![b'@'];
+        tagged.extend(vec![b't'; 4092]);
+        tagged.push(b' ');
+        tagged.extend(vec![b'a'; 510]);
+        assert!(!too_long(&tagged));
+        tagged.insert(1, b't');
+        assert!(too_long(&tagged));
+    }
+
+    #[test]
+    fn channels() {
+        assert_eq!(channel("#General").unwrap().as_str(), "general");
+        assert!(channel("general").is_none());
+        assert!(channel("##x").is_none());
+    }
+}
