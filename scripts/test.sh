@@ -16,6 +16,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
 
+# The public IRC parser test vectors (PyPI irc-parser-tests, module parser_tests) that
+# proto/tests/irc_parser_tests.rs runs; it fails, not skips, without them. Debian's own python3
+# refuses pip installs outside a venv (PEP 668): only then is --break-system-packages added.
+if ! python3 -c 'import parser_tests' >/dev/null 2>&1; then
+  python3 -m pip install --quiet irc-parser-tests ||
+    python3 -m pip install --quiet --break-system-packages irc-parser-tests
+fi
+
 # Style and lints first: they fail fast and say exactly where.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
