@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive: openssl (s_client), tmux (the CLI's terminal test).
+# Debian packages the tests drive: openssl (s_client), tmux (the CLI's terminal test, irssi),
+# irssi and weechat-headless (real IRC clients; each package installs the command of its name).
 need=()
-for pkg in openssl tmux; do
+for pkg in openssl tmux irssi weechat-headless; do
   command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
