@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive: openssl (s_client), tmux (the CLI's terminal test).
+# Debian packages the tests drive: openssl (s_client), tmux (the CLI's terminal test, irssi),
+# irssi and weechat-headless (real IRC clients; each package installs the command of its name).
 need=()
-for pkg in openssl tmux; do
+for pkg in openssl tmux irssi weechat-headless; do
   command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,6 +15,14 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
+# The public IRC parser test vectors (PyPI irc-parser-tests, module parser_tests) that
+# proto/tests/irc_parser_tests.rs runs; it fails, not skips, without them. Debian's own python3
+# refuses pip installs outside a venv (PEP 668): only then is --break-system-packages added.
+if ! python3 -c 'import parser_tests' >/dev/null 2>&1; then
+  python3 -m pip install --quiet irc-parser-tests ||
+    python3 -m pip install --quiet --break-system-packages irc-parser-tests
 fi
 
 # Style and lints first: they fail fast and say exactly where.

@@ -133,7 +133,7 @@ impl<P: Protocol> Session<P> {
             self.protocol.bye(why, &mut self.conn.out);
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.flush()).await;
-        self.client.leave_everything().await;
+        self.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.shutdown()).await;
     }
 

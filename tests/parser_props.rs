@@ -15,6 +15,8 @@ fn piece() -> impl Strategy<Value = String> {
         // Passwords and tokens: printable, some non-ASCII.
         "[!-~]{1,20}",
         "[a-zé€😀]{1,12}",
+        // A direct-message history target.
+        "@[A-Za-z][A-Za-z0-9_-]{0,10}",
         // History options and numbers.
         Just("BEFORE".to_string()),
         Just("limit".to_string()),
@@ -34,7 +36,7 @@ fn verb() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
             "HELP", "REGISTER", "LOGIN", "LOGOUT", "QUIT", "ROOMS", "JOIN", "PART", "NAMES", "WHO", "MSG", "HISTORY",
-            "PING", "PONG", "SERVE", "join", "Msg", "hIsToRy", "FROB",
+            "PING", "PONG", "SERVE", "TOPIC", "DM", "join", "Msg", "hIsToRy", "FROB",
         ])
         .prop_map(str::to_string),
         "[A-Za-z]{1,8}",

@@ -23,9 +23,11 @@ pub enum Verb {
     Ping,
     Pong,
     Serve,
+    Topic,
+    Dm,
 }
 
-pub const ALL_VERBS: [Verb; 14] = [
+pub const ALL_VERBS: [Verb; 16] = [
     Verb::Help,
     Verb::Register,
     Verb::Login,
@@ -40,6 +42,8 @@ pub const ALL_VERBS: [Verb; 14] = [
     Verb::Ping,
     Verb::Pong,
     Verb::Serve,
+    Verb::Topic,
+    Verb::Dm,
 ];
 
 impl Verb {
@@ -67,6 +71,8 @@ impl Verb {
             Verb::Ping => "PING",
             Verb::Pong => "PONG",
             Verb::Serve => "SERVE",
+            Verb::Topic => "TOPIC",
+            Verb::Dm => "DM",
         }
     }
 
@@ -82,10 +88,12 @@ impl Verb {
             Verb::Part => "PART <room>",
             Verb::Names => "NAMES <room>",
             Verb::Msg => "MSG <room> <text>",
-            Verb::History => "HISTORY <room> [BEFORE <id>] [LIMIT <n>]",
+            Verb::History => "HISTORY <room>|@<user> [BEFORE <id>] [LIMIT <n>]",
             Verb::Ping => "PING [token]",
             Verb::Pong => "PONG <token>",
             Verb::Serve => "SERVE <command-word>",
+            Verb::Topic => "TOPIC <room> [text]",
+            Verb::Dm => "DM <user> <text>",
         }
     }
 
@@ -101,10 +109,12 @@ impl Verb {
             Verb::Part => "leave a room",
             Verb::Names => "list the users in a room (also WHO)",
             Verb::Msg => "post to a room you joined; text starting with / goes to the bots",
-            Verb::History => "messages before an id, at most 50 at a time",
+            Verb::History => "messages before an id, at most 50 at a time (@user: your direct messages)",
             Verb::Ping => "check the server is there",
             Verb::Pong => "answer the server's * PING",
             Verb::Serve => "bots only: receive /<command-word> lines from every room",
+            Verb::Topic => "show a room's topic, or set it",
+            Verb::Dm => "send a direct message, seen only by the two of you",
         }
     }
 
@@ -124,16 +134,44 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Help(Option<Verb>),
-    Register { user: UserName, password: Password },
-    Login { user: UserName, password: Password },
+    Register {
+        user: UserName,
+        password: Password,
+    },
+    Login {
+        user: UserName,
+        password: Password,
+    },
     Logout,
     Quit(Option<String>),
     Rooms,
     Join(RoomName),
     Part(RoomName),
     Names(RoomName),
-    Msg { room: RoomName, text: String },
-    History { room: RoomName, before: Option<u64>, limit: Option<usize> },
+    Msg {
+        room: RoomName,
+        text: String,
+    },
+    History {
+        room: RoomName,
+        before: Option<u64>,
+        limit: Option<usize>,
+    },
+    /// `HISTORY @<user>`: the direct messages with that user.
+    DirectHistory {
+        with: UserName,
+        before: Option<u64>,
+        limit: Option<usize>,
+    },
+    /// `TOPIC <room>` shows the topic; with text, sets it.
+    Topic {
+        room: RoomName,
+        text: Option<String>,
+    },
+    Dm {
+        to: UserName,
+        text: String,
+    },
     Ping(Option<Token>),
     Pong(Token),
     Serve(CommandWord),
@@ -152,7 +190,9 @@ impl Command {
             Command::Part(_) => Verb::Part,
             Command::Names(_) => Verb::Names,
             Command::Msg { .. } => Verb::Msg,
-            Command::History { .. } => Verb::History,
+            Command::History { .. } | Command::DirectHistory { .. } => Verb::History,
+            Command::Topic { .. } => Verb::Topic,
+            Command::Dm { .. } => Verb::Dm,
             Command::Ping(_) => Verb::Ping,
             Command::Pong(_) => Verb::Pong,
             Command::Serve(_) => Verb::Serve,
@@ -185,16 +225,27 @@ impl fmt::Display for Command {
             Command::Msg { room, text } => write!(f, "{verb} {room} {text}"),
             Command::History { room, before, limit } => {
                 write!(f, "{verb} {room}")?;
-                if let Some(id) = before {
-                    write!(f, " BEFORE {id}")?;
-                }
-                if let Some(n) = limit {
-                    write!(f, " LIMIT {n}")?;
-                }
-                Ok(())
+                history_options(f, *before, *limit)
             }
+            Command::DirectHistory { with, before, limit } => {
+                write!(f, "{verb} @{with}")?;
+                history_options(f, *before, *limit)
+            }
+            Command::Topic { room, text: None } => write!(f, "{verb} {room}"),
+            Command::Topic { room, text: Some(text) } => write!(f, "{verb} {room} {text}"),
+            Command::Dm { to, text } => write!(f, "{verb} {to} {text}"),
             Command::Ping(Some(t)) | Command::Pong(t) => write!(f, "{verb} {t}"),
             Command::Serve(word) => write!(f, "{verb} {word}"),
         }
     }
+}
+
+fn history_options(f: &mut fmt::Formatter<'_>, before: Option<u64>, limit: Option<usize>) -> fmt::Result {
+    if let Some(id) = before {
+        write!(f, " BEFORE {id}")?;
+    }
+    if let Some(n) = limit {
+        write!(f, " LIMIT {n}")?;
+    }
+    Ok(())
 }

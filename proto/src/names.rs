@@ -57,6 +57,32 @@ impl RoomName {
     }
 }
 
+impl RoomName {
+    /// The conversation of two users: a name no room can have (a room name never starts with
+    /// `@`), the same whichever of the two asks.
+    pub fn direct(a: &UserName, b: &UserName) -> RoomName {
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        RoomName(format!("@{first},{second}").into())
+    }
+
+    /// Whether this names the conversation of two users.
+    pub fn is_direct(&self) -> bool {
+        self.0.starts_with('@')
+    }
+
+    /// The two users of a conversation made by `direct`.
+    pub fn direct_peers(&self) -> Option<(UserName, UserName)> {
+        let (a, b) = self.0.strip_prefix('@')?.split_once(',')?;
+        Some((UserName::parse(a)?, UserName::parse(b)?))
+    }
+
+    /// In a conversation of two users, the one who is not `me` (`me` when it is with oneself).
+    pub fn other_peer(&self, me: &UserName) -> Option<UserName> {
+        let (a, b) = self.direct_peers()?;
+        Some(if a == *me { b } else { a })
+    }
+}
+
 impl Label {
     pub fn parse(s: &str) -> Option<Label> {
         ((1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
@@ -151,6 +177,18 @@ mod tests {
         assert!(RoomName::parse("#").is_none());
         assert!(RoomName::parse("-x").is_none());
         assert!(RoomName::parse(&"a".repeat(33)).is_none());
+    }
+
+    #[test]
+    fn direct_conversations_are_named_apart_from_rooms() {
+        let (alice, bob) = (UserName::parse("alice").unwrap(), UserName::parse("Bob").unwrap());
+        let name = RoomName::direct(&bob, &alice);
+        assert_eq!(name, RoomName::direct(&alice, &bob), "the same whichever asks");
+        assert!(name.is_direct() && RoomName::parse(name.as_str()).is_none(), "no room can be called {name}");
+        assert_eq!(name.direct_peers(), Some((alice.clone(), bob.clone())));
+        assert_eq!(name.other_peer(&alice), Some(bob.clone()));
+        assert_eq!(RoomName::direct(&bob, &bob).other_peer(&bob), Some(bob));
+        assert!(!RoomName::parse("general").unwrap().is_direct());
     }
 
     #[test]

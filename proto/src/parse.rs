@@ -163,20 +163,26 @@ fn arguments(verb: Verb, args: &str, max_message_bytes: usize) -> Result<Command
         Verb::Msg => {
             let (text, name) = word(args).map_err(|_| usage.clone())?;
             let room = room(name)?;
-            let text = free_text(text).unwrap_or("");
-            if text.trim().is_empty() {
-                return Err(ParseError::EmptyMessage);
-            }
-            if text.len() > max_message_bytes {
-                return Err(ParseError::MessageTooLong(max_message_bytes));
-            }
-            Command::Msg { room, text: text.to_string() }
+            Command::Msg { room, text: message_text(text, max_message_bytes)? }
         }
         Verb::History => {
             let (opts, name) = word(args).map_err(|_| usage.clone())?;
-            let room = room(name)?;
             let (before, limit) = history_options(opts)?;
-            Command::History { room, before, limit }
+            match name.strip_prefix('@') {
+                Some(with) => Command::DirectHistory { with: user(with)?, before, limit },
+                None => Command::History { room: room(name)?, before, limit },
+            }
+        }
+        Verb::Topic => {
+            let (text, name) = word(args).map_err(|_| usage.clone())?;
+            let room = room(name)?;
+            let text = free_text(text).filter(|t| !t.trim().is_empty()).map(str::to_string);
+            Command::Topic { room, text }
+        }
+        Verb::Dm => {
+            let (text, name) = word(args).map_err(|_| usage.clone())?;
+            let to = user(name)?;
+            Command::Dm { to, text: message_text(text, max_message_bytes)? }
         }
         Verb::Ping => match words(args, 0) {
             Some(_) => Command::Ping(None),
@@ -185,6 +191,19 @@ fn arguments(verb: Verb, args: &str, max_message_bytes: usize) -> Result<Command
         Verb::Pong => Command::Pong(Token::parse(exactly(1)?[0]).ok_or(usage)?),
         Verb::Serve => Command::Serve(CommandWord::parse(exactly(1)?[0]).ok_or(usage)?),
     })
+}
+
+/// The text of a message: what follows the single space after the previous argument, not blank,
+/// at most `max` bytes.
+fn message_text(after_previous: &str, max: usize) -> Result<String, ParseError> {
+    let text = free_text(after_previous).unwrap_or("");
+    if text.trim().is_empty() {
+        return Err(ParseError::EmptyMessage);
+    }
+    if text.len() > max {
+        return Err(ParseError::MessageTooLong(max));
+    }
+    Ok(text.to_string())
 }
 
 /// The free-text last argument: everything after the single space that ends the previous argument.
@@ -300,6 +319,11 @@ mod tests {
             "HISTORY general",
             "HISTORY general LIMIT 3",
             "HISTORY general BEFORE 7",
+            "HISTORY @Bob LIMIT 5",
+            "TOPIC general",
+            "TOPIC general  a :topic ",
+            "DM bob hi there",
+            "DM bob /stock=aapl.us",
             "PING",
             "PING abc",
             "PONG abc",

@@ -115,6 +115,11 @@ impl Accounts {
         Ok(LoggedIn { user: user.clone(), is_bot: self.bots.contains(user) })
     }
 
+    /// Whether `user` is one of the configured bot accounts.
+    pub fn is_bot(&self, user: &UserName) -> bool {
+        self.bots.contains(user)
+    }
+
     /// Gives each configured bot account its password: the one in its file, or a new random one
     /// written there owner-only. Run once at start.
     pub async fn provision_bots(&self, bots: &[BotAccount]) -> anyhow::Result<()> {

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use tokio::sync::oneshot::error::TryRecvError;
 
 use super::error::{ChatError, Limit, Unavailable};
-use super::model::{ConnId, Message, Millis, Posted};
+use super::model::{now_millis, ConnId, Event, Message, Millis, Posted, Topic};
 use super::names::{CommandWord, Password, RoomName, UserName};
 use super::outbox::Outbox;
 use super::room::{HistoryPage, Joined, RoomHandle, Said};
-use super::Chat;
-use crate::store::{Committed, StoreError};
+use super::users::Online;
+use super::{Chat, HISTORY_PAGE, TOPIC_MAX_BYTES};
+use crate::store::{Bound, Committed, Position, Range, RoomId, StoreError, StoredTopic};
 
 /// Most of one connection's messages waiting for their commit at once. A fast sender fills the
 /// group commit; past this, its next post waits for its oldest.
@@ -48,6 +49,100 @@ pub enum PostOutcome {
     Relayed { time: Millis, bots: usize },
 }
 
+/// A conversation: a room, or the one with another user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conversation {
+    Room(RoomName),
+    With(UserName),
+}
+
+/// A place in a conversation: a message id, or a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    Id(u64),
+    Time(Millis),
+}
+
+/// Which messages of a conversation to read (CHATHISTORY's subcommands). References are
+/// exclusive except AROUND's, which includes the message it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// The newest `limit` messages (after `after`, when given).
+    Latest {
+        after: Option<Anchor>,
+        limit: usize,
+    },
+    Before {
+        anchor: Anchor,
+        limit: usize,
+    },
+    After {
+        anchor: Anchor,
+        limit: usize,
+    },
+    /// About half before the anchor, the rest from it on.
+    Around {
+        anchor: Anchor,
+        limit: usize,
+    },
+    /// Between two references, in either order: the `limit` nearest to `from`.
+    Between {
+        from: Anchor,
+        to: Anchor,
+        limit: usize,
+    },
+}
+
+impl HistoryQuery {
+    /// The store ranges that make up the answer, in time order.
+    fn ranges(self) -> Vec<Range> {
+        let limit = |n: usize| n.min(HISTORY_PAGE);
+        let at = |a: Anchor, inclusive| {
+            let p = match a {
+                Anchor::Id(id) => Position::Id(id),
+                Anchor::Time(t) => Position::Time(t),
+            };
+            Bound { at: p, inclusive }
+        };
+        let range = |after, before, n, newest_first| Range { after, before, limit: limit(n), newest_first };
+        match self {
+            HistoryQuery::Latest { after, limit: n } => vec![range(after.map(|a| at(a, false)), None, n, true)],
+            HistoryQuery::Before { anchor, limit: n } => vec![range(None, Some(at(anchor, false)), n, true)],
+            HistoryQuery::After { anchor, limit: n } => vec![range(Some(at(anchor, false)), None, n, false)],
+            HistoryQuery::Around { anchor, limit: n } => {
+                let before = limit(n) / 2;
+                let mut ranges = vec![range(Some(at(anchor, true)), None, limit(n) - before, false)];
+                if before > 0 {
+                    ranges.insert(0, range(None, Some(at(anchor, false)), before, true));
+                }
+                ranges
+            }
+            HistoryQuery::Between { from, to, limit: n } => {
+                // Which reference is the later one is only known for two of a kind; a message id
+                // and a time are taken in the order given.
+                let backwards = match (from, to) {
+                    (Anchor::Id(a), Anchor::Id(b)) => a > b,
+                    (Anchor::Time(a), Anchor::Time(b)) => a > b,
+                    _ => false,
+                };
+                let (lo, hi) = if backwards { (to, from) } else { (from, to) };
+                vec![range(Some(at(lo, false)), Some(at(hi, false)), n, backwards)]
+            }
+        }
+    }
+}
+
+/// What one user may learn of another.
+#[derive(Debug, Clone)]
+pub struct UserInfo {
+    pub user: UserName,
+    pub is_bot: bool,
+    /// `None` when offline.
+    pub online: Option<Online>,
+    /// The rooms the asker shares with the user.
+    pub rooms: Vec<RoomName>,
+}
+
 /// A post whose fate is known: committed, or not stored (and taken back from its room).
 pub struct Settled<T> {
     /// What the front end attached to the post (a request label, say).
@@ -56,10 +151,11 @@ pub struct Settled<T> {
     pub result: Result<(), ChatError>,
 }
 
-/// A post accepted by its room, waiting for its commit.
+/// A post accepted by its room (or a direct message sent), waiting for its commit.
 struct Owed<T> {
     tag: T,
-    room: RoomHandle,
+    /// The room whose cache holds it (none for a direct message).
+    room: Option<RoomHandle>,
     message: Arc<Posted>,
     committed: Committed,
 }
@@ -131,6 +227,7 @@ impl<T> Client<T> {
         }
         let who = self.chat.accounts.register(user, password, self.peer).await?;
         self.identity = Identity::User(who.user.clone());
+        self.chat.users.arrive(&who.user, self.outbox.clone());
         Ok(who.user)
     }
 
@@ -144,12 +241,16 @@ impl<T> Client<T> {
             true => Identity::Bot { name: who.user.clone(), serving: false },
             false => Identity::User(who.user.clone()),
         };
+        self.chat.users.arrive(&who.user, self.outbox.clone());
         Ok(who.user)
     }
 
     /// Leaves every room and logs out.
     pub async fn logout(&mut self) {
         self.leave_everything().await;
+        if let Ok(me) = self.user() {
+            self.chat.users.leave(&me, self.conn);
+        }
         self.identity = Identity::Anonymous;
     }
 
@@ -210,14 +311,141 @@ impl<T> Client<T> {
         }
         let message = handle.post(said).await?;
         let committed = self.chat.store.append(handle.room_id, message.clone()).await;
+        self.owe(Owed { tag, room: Some(handle), message, committed }).await;
+        Ok(PostOutcome::Accepted)
+    }
+
+    /// Queues an acknowledgement; past `MAX_POSTS_IN_FLIGHT`, first waits for the oldest.
+    async fn owe(&mut self, owed: Owed<T>) {
         if self.owed.len() >= MAX_POSTS_IN_FLIGHT {
             let mut oldest = self.owed.pop_front().expect("not empty");
             let result = (&mut oldest.committed).await.ok();
             let settled = settle(oldest, result).await;
             self.settled.push_back(settled);
         }
-        self.owed.push_back(Owed { tag, room: handle, message, committed });
+        self.owed.push_back(owed);
+    }
+
+    /// Sends a direct message to `to`: stored like a post (its acknowledgement carries `tag`), and
+    /// pushed to every connection of both users but this one.
+    pub async fn direct(&mut self, to: &UserName, text: String, tag: T) -> Result<PostOutcome, ChatError> {
+        let me = self.user()?;
+        let conversation =
+            self.chat.conversation(&me, to, true).await?.ok_or_else(|| ChatError::NoSuchUser(to.clone()))?;
+        let store = self.chat.store();
+        let message = conversation.next(|time| {
+            let msg = Message {
+                id: store.next_message_id(),
+                room: RoomName::direct(&me, to),
+                time,
+                sender: me.clone(),
+                text,
+            };
+            let posted = Posted::new(msg, Some(self.conn));
+            // Pushed while the conversation's order is held: events go out in id order.
+            self.chat.users.deliver(&[&me, to], &Event::Direct(posted.clone()), self.conn);
+            posted
+        });
+        let committed = store.append(conversation.id, message.clone()).await;
+        self.owe(Owed { tag, room: None, message, committed }).await;
         Ok(PostOutcome::Accepted)
+    }
+
+    /// A room's topic (members only).
+    pub async fn topic(&self, room: &RoomName) -> Result<Option<Topic>, ChatError> {
+        self.user()?;
+        let handle = self.joined(room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
+        handle.topic(self.conn).await
+    }
+
+    /// Sets a room's topic (members only): stored first, then shown to the other members.
+    pub async fn set_topic(&mut self, room: &RoomName, text: String) -> Result<Topic, ChatError> {
+        let me = self.user()?;
+        if text.len() > TOPIC_MAX_BYTES {
+            return Err(ChatError::TopicTooLong(TOPIC_MAX_BYTES));
+        }
+        let handle = self.joined(room).ok_or_else(|| ChatError::NotMember(room.clone()))?.clone();
+        let topic = Topic { text, set_by: me, time: now_millis() };
+        let stored = StoredTopic { text: topic.text.clone(), set_by: topic.set_by.clone(), time: topic.time };
+        self.chat.store().set_topic(handle.room_id, stored).await?;
+        handle.set_topic(self.conn, topic.clone()).await?;
+        Ok(topic)
+    }
+
+    /// Messages of a conversation (a joined room, or the one with another user), oldest first.
+    pub async fn history_query(
+        &self,
+        conversation: &Conversation,
+        query: HistoryQuery,
+    ) -> Result<Vec<Message>, ChatError> {
+        let me = self.user()?;
+        let (id, name) = match conversation {
+            Conversation::Room(room) => {
+                let handle = self.joined(room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
+                (handle.room_id, room.clone())
+            }
+            Conversation::With(peer) => match self.chat.conversation(&me, peer, false).await? {
+                Some(c) => (c.id, RoomName::direct(&me, peer)),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let store = self.chat.store();
+        let mut out = Vec::new();
+        for range in query.ranges() {
+            out.extend(store.messages(id, range).await?.into_iter().map(|m| Message::stored(&name, m)));
+        }
+        Ok(out)
+    }
+
+    /// The joined rooms and the users this one has written with, each with the time of its latest
+    /// message strictly between `from` and `to` (those without one are left out), earliest first.
+    pub async fn targets(
+        &self,
+        from: Anchor,
+        to: Anchor,
+        limit: usize,
+    ) -> Result<Vec<(Conversation, Millis)>, ChatError> {
+        let me = self.user()?;
+        let (Anchor::Time(a), Anchor::Time(b)) = (from, to) else { return Err(ChatError::BadReference) };
+        let (after, before) = (a.min(b), a.max(b));
+        let store = self.chat.store();
+        let mut names: Vec<(RoomId, Conversation)> =
+            self.joined.iter().map(|h| (h.room_id, Conversation::Room(h.name.clone()))).collect();
+        for (id, peer) in store.directs_of(me).await? {
+            names.push((id, Conversation::With(peer)));
+        }
+        let ids = names.iter().map(|(id, _)| *id).collect();
+        let latest = store.latest_times(ids, after, before, limit).await?;
+        Ok(latest
+            .into_iter()
+            .filter_map(|(id, t)| names.iter().find(|(i, _)| *i == id).map(|(_, c)| (c.clone(), t)))
+            .collect())
+    }
+
+    /// Marks this connection away (`Some(message)`) or back.
+    pub fn set_away(&mut self, message: Option<String>) {
+        if let Ok(me) = self.user() {
+            self.chat.users.set_away(&me, self.conn, message.map(Arc::from));
+        }
+    }
+
+    /// What this connection may know of `user`: whether it is a bot, online (with how many
+    /// connections, away or not) and the rooms it shares with this connection. `None` when there
+    /// is no such account... or it is offline and shares nothing: the core does not look up
+    /// accounts for this.
+    pub async fn whois(&self, user: &UserName) -> Result<UserInfo, ChatError> {
+        self.user()?;
+        let online = self.chat.users.online(user);
+        let mut rooms = Vec::new();
+        for handle in &self.joined {
+            if handle.names(self.conn).await.is_ok_and(|names| names.contains(user)) {
+                rooms.push(handle.name.clone());
+            }
+        }
+        if online.is_none() && rooms.is_empty() && self.chat.store().account_hash(user.clone()).await?.is_none() {
+            return Err(ChatError::NoSuchUser(user.clone()));
+        }
+        Ok(UserInfo { user: user.clone(), is_bot: self.chat.is_bot(user), online, rooms })
     }
 
     /// Up to `limit` messages of a joined room before message `before`, oldest first.
@@ -243,8 +471,13 @@ impl<T> Client<T> {
         Ok(())
     }
 
+    /// The connection is closing: leave everything and go offline.
+    pub async fn disconnect(&mut self) {
+        self.logout().await;
+    }
+
     /// Leaves every room and stops serving bot commands (logout, quit, disconnect).
-    pub async fn leave_everything(&mut self) {
+    async fn leave_everything(&mut self) {
         for handle in std::mem::take(&mut self.joined) {
             handle.part(self.conn).await;
         }
@@ -307,7 +540,9 @@ async fn settle<T>(owed: Owed<T>, committed: Option<Result<(), StoreError>>) -> 
     let result = match committed {
         Some(Ok(())) => Ok(()),
         failed => {
-            room.retract(message.msg.id).await;
+            if let Some(room) = room {
+                room.retract(message.msg.id).await;
+            }
             let why = match failed {
                 Some(Err(e)) => e,
                 _ => StoreError::Closed,
@@ -316,4 +551,76 @@ async fn settle<T>(owed: Owed<T>, committed: Option<Result<(), StoreError>>) -> 
         }
     };
     Settled { tag, message, result }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageSection;
+    use crate::store::Store;
+
+    /// A room with messages 1..=10, several sharing a millisecond, as CHATHISTORY pages it.
+    async fn room_with_ten(dir: &tempfile::TempDir) -> (Arc<Store>, RoomId) {
+        let store = Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
+        let room = RoomName::parse("general").unwrap();
+        let id = store.create_room(room.clone()).await.unwrap();
+        let times = [100, 100, 100, 101, 101, 102, 102, 102, 102, 103];
+        for (i, time) in times.into_iter().enumerate() {
+            let sender = UserName::parse("alice").unwrap();
+            let msg = Message { id: store.next_message_id(), room: room.clone(), time, sender, text: format!("m{i}") };
+            assert_eq!(msg.id, i as u64 + 1);
+            store.append(id, Posted::new(msg, None)).await.await.unwrap().unwrap();
+        }
+        (store, id)
+    }
+
+    async fn ids(store: &Store, room: RoomId, query: HistoryQuery) -> Vec<u64> {
+        let mut out = Vec::new();
+        for range in query.ranges() {
+            out.extend(store.messages(room, range).await.unwrap().iter().map(|m| m.id));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn paging_by_id_never_skips_or_repeats_even_within_one_millisecond() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, room) = room_with_ten(&dir).await;
+        let mut page = ids(&store, room, HistoryQuery::Latest { after: None, limit: 3 }).await;
+        assert_eq!(page, [8, 9, 10]);
+        let mut seen = page.clone();
+        while let Some(&oldest) = page.first() {
+            page = ids(&store, room, HistoryQuery::Before { anchor: Anchor::Id(oldest), limit: 3 }).await;
+            seen.splice(0..0, page.iter().copied());
+        }
+        assert_eq!(seen, (1..=10).collect::<Vec<_>>(), "backwards");
+        let (mut seen, mut from) = (Vec::new(), Anchor::Time(0));
+        loop {
+            let page = ids(&store, room, HistoryQuery::After { anchor: from, limit: 4 }).await;
+            let Some(&newest) = page.last() else { break };
+            seen.extend(page);
+            from = Anchor::Id(newest);
+        }
+        assert_eq!(seen, (1..=10).collect::<Vec<_>>(), "forwards");
+    }
+
+    #[tokio::test]
+    async fn times_around_and_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, room) = room_with_ten(&dir).await;
+        let q = |query| ids(&store, room, query);
+        assert_eq!(q(HistoryQuery::After { anchor: Anchor::Time(100), limit: 50 }).await, [4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(q(HistoryQuery::Before { anchor: Anchor::Time(102), limit: 50 }).await, [1, 2, 3, 4, 5]);
+        assert_eq!(q(HistoryQuery::Around { anchor: Anchor::Id(5), limit: 4 }).await, [3, 4, 5, 6]);
+        assert_eq!(q(HistoryQuery::Around { anchor: Anchor::Time(101), limit: 3 }).await, [3, 4, 5]);
+        assert_eq!(q(HistoryQuery::Between { from: Anchor::Id(2), to: Anchor::Id(8), limit: 3 }).await, [3, 4, 5]);
+        assert_eq!(q(HistoryQuery::Between { from: Anchor::Id(8), to: Anchor::Id(2), limit: 3 }).await, [5, 6, 7]);
+        assert_eq!(
+            q(HistoryQuery::Between { from: Anchor::Time(100), to: Anchor::Time(103), limit: 50 }).await,
+            [4, 5, 6, 7, 8, 9]
+        );
+        assert_eq!(q(HistoryQuery::Latest { after: Some(Anchor::Id(7)), limit: 50 }).await, [8, 9, 10]);
+        assert_eq!(q(HistoryQuery::Latest { after: None, limit: 500 }).await.len(), 10, "at most a page of 50");
+        assert!(q(HistoryQuery::Before { anchor: Anchor::Id(999), limit: 5 }).await.is_empty(), "unknown id");
+    }
 }

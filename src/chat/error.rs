@@ -1,7 +1,7 @@
 //! How a request to the core can fail, as data. These are the chat's own reasons, in no protocol's
 //! words: each front end turns them into its replies in one place (`native::reply`).
 
-use super::names::{CommandWord, RoomName};
+use super::names::{CommandWord, RoomName, UserName};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -14,6 +14,13 @@ pub enum ChatError {
     NotABot,
     #[error("no such room")]
     NoSuchRoom(RoomName),
+    #[error("no such user")]
+    NoSuchUser(UserName),
+    #[error("topic too long (at most {0} bytes)")]
+    TopicTooLong(usize),
+    /// A history query by a reference it cannot take (TARGETS takes times).
+    #[error("that history query takes times, not message ids")]
+    BadReference,
     #[error("already logged in")]
     AlreadyLoggedIn,
     #[error("wrong user name or password")]

@@ -14,6 +14,7 @@ pub mod names;
 pub mod outbox;
 pub mod room;
 pub mod rooms;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -25,15 +26,49 @@ use accounts::Accounts;
 use bots::Bots;
 use names::RoomName;
 use rooms::Rooms;
+use users::Users;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::store::{Range, RoomId};
+use error::ChatError;
+use model::{now_millis, Millis};
+use names::UserName;
+
+/// A conversation of two users: its id in the store, and the time of its latest message, held
+/// while a new message gets its id and time (so both are in the same order).
+pub struct Conversation {
+    pub id: RoomId,
+    last_time: Mutex<Millis>,
+}
+
+impl Conversation {
+    /// Runs `f` with the time for a new message: now, but never before the previous one.
+    pub fn next<T>(&self, f: impl FnOnce(Millis) -> T) -> T {
+        let mut last = self.last_time.lock().unwrap_or_else(|p| p.into_inner());
+        *last = (*last).max(now_millis());
+        f(*last)
+    }
+}
+
+/// The conversations used since start, by name.
+#[derive(Default)]
+struct Directs(Mutex<HashMap<RoomName, Arc<Conversation>>>);
 
 /// How many messages a joiner is sent, and the most one history page holds.
 pub const HISTORY_PAGE: usize = 50;
+
+/// The longest topic a room may have, in bytes.
+pub const TOPIC_MAX_BYTES: usize = 390;
 
 /// The core, shared by every connection.
 pub struct Chat {
     pub accounts: Accounts,
     pub rooms: Rooms,
     pub bots: Arc<Bots>,
+    pub users: Users,
+    directs: Directs,
     store: Arc<Store>,
     /// Most rooms one connection may be in.
     rooms_per_connection: usize,
@@ -64,9 +99,53 @@ impl Chat {
             accounts,
             rooms,
             bots,
+            users: Users::default(),
+            directs: Directs::default(),
             store,
             rooms_per_connection: config.limits.rooms_per_connection,
             auto_create: config.rooms.auto_create,
         })
+    }
+}
+
+impl Chat {
+    /// The conversation of `me` and `peer`. `create`: make it when new (`peer` must be an
+    /// account); otherwise `None` when they have never written to each other.
+    pub async fn conversation(
+        &self,
+        me: &UserName,
+        peer: &UserName,
+        create: bool,
+    ) -> Result<Option<Arc<Conversation>>, ChatError> {
+        let name = RoomName::direct(me, peer);
+        if let Some(c) = self.directs.0.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
+            return Ok(Some(c.clone()));
+        }
+        let id = match create {
+            true => {
+                if self.store.account_hash(peer.clone()).await?.is_none() {
+                    return Err(ChatError::NoSuchUser(peer.clone()));
+                }
+                self.store.direct_conversation(name.clone(), me.clone(), peer.clone()).await?
+            }
+            false => match self.store.directs_of(me.clone()).await?.into_iter().find(|(_, p)| p == peer) {
+                Some((id, _)) => id,
+                None => return Ok(None),
+            },
+        };
+        let latest = Range { after: None, before: None, limit: 1, newest_first: true };
+        let last = self.store.messages(id, latest).await?.first().map_or(0, |m| m.time);
+        let conversation = Arc::new(Conversation { id, last_time: Mutex::new(last) });
+        let mut directs = self.directs.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Some(directs.entry(name).or_insert(conversation).clone()))
+    }
+
+    /// Whether `user` is a bot account.
+    pub fn is_bot(&self, user: &UserName) -> bool {
+        self.accounts.is_bot(user)
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 }

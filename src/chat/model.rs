@@ -96,6 +96,21 @@ pub struct BotLine {
     pub text: String,
 }
 
+/// A room's topic: its text, who set it and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topic {
+    pub text: String,
+    pub set_by: UserName,
+    pub time: Millis,
+}
+
+/// A room's new topic.
+#[derive(Debug)]
+pub struct TopicChange {
+    pub room: RoomName,
+    pub topic: Topic,
+}
+
 /// Who joined or left which room.
 #[derive(Debug)]
 pub struct Membership {
@@ -139,13 +154,17 @@ pub enum Event {
     Command(Arc<BotLine>),
     Joined(Arc<Membership>),
     Parted(Arc<Membership>),
+    Topic(Arc<TopicChange>),
+    /// A message between two users (its `room` is `RoomName::direct`), to a connection of either.
+    Direct(Arc<Posted>),
 }
 
 impl Event {
     /// Roughly the bytes this event takes to send, for the per-connection queue bound.
     pub fn weight(&self) -> usize {
         match self {
-            Event::Message(p) => p.weight(),
+            Event::Message(p) | Event::Direct(p) => p.weight(),
+            Event::Topic(t) => t.topic.text.len() + 96,
             Event::Messages(b) => b.weight,
             Event::Command(c) => c.text.len() + 96,
             Event::Joined(_) | Event::Parted(_) => 64,

@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bots::Bots;
 use super::error::{ChatError, Limit, Unavailable};
-use super::model::{now_millis, Batch, BotLine, ConnId, Event, Membership, Message, Millis, Posted};
+use super::model::{
+    now_millis, Batch, BotLine, ConnId, Event, Membership, Message, Millis, Posted, Topic, TopicChange,
+};
 use super::names::{CommandWord, RoomName, UserName};
 use super::outbox::Outbox;
 use super::HISTORY_PAGE;
@@ -24,6 +26,7 @@ use crate::store::{RoomId, Store};
 pub struct Joined {
     pub history: Vec<Arc<Posted>>,
     pub users: usize,
+    pub topic: Option<Topic>,
 }
 
 /// Where a history page comes from: the room's cache, or (for older pages) the store.
@@ -49,7 +52,19 @@ enum Ask {
     BotCommand { said: Said, word: CommandWord, reply: oneshot::Sender<Result<(Millis, usize), ChatError>> },
     History { conn: ConnId, before: Option<u64>, limit: usize, reply: oneshot::Sender<Result<HistoryPage, ChatError>> },
     Names { conn: ConnId, reply: oneshot::Sender<Result<Vec<UserName>, ChatError>> },
+    Topic { conn: ConnId, reply: oneshot::Sender<Result<Option<Topic>, ChatError>> },
+    SetTopic { conn: ConnId, topic: Topic, reply: oneshot::Sender<Result<(), ChatError>> },
     Retract { id: u64 },
+}
+
+/// A room as loaded from the store.
+pub struct Loaded {
+    pub room_id: RoomId,
+    /// Its latest messages, oldest first.
+    pub recent: Vec<Message>,
+    /// Whether `recent` is all the room has.
+    pub complete: bool,
+    pub topic: Option<Topic>,
 }
 
 /// A cheap, cloneable handle to a room actor.
@@ -72,17 +87,15 @@ pub struct RoomSettings {
 }
 
 impl RoomHandle {
-    /// Starts the actor for a room whose `recent` messages (oldest first) were loaded from the
-    /// store; `complete` says whether they are all the room has.
+    /// Starts the actor for a room, with what was loaded of it from the store.
     pub fn spawn(
         name: RoomName,
-        room_id: RoomId,
-        recent: Vec<Message>,
-        complete: bool,
+        loaded: Loaded,
         settings: RoomSettings,
         store: Arc<Store>,
         bots: Arc<Bots>,
     ) -> RoomHandle {
+        let Loaded { room_id, recent, complete, topic } = loaded;
         let (tx, rx) = mpsc::channel(1024);
         let users = Arc::new(AtomicUsize::new(0));
         let last_time = recent.last().map(|m| m.time).unwrap_or(0);
@@ -95,6 +108,7 @@ impl RoomHandle {
             unsent: Vec::new(),
             unsent_bytes: 0,
             complete,
+            topic,
             last_time,
             settings,
             store,
@@ -145,6 +159,16 @@ impl RoomHandle {
         self.ask(|reply| Ask::Names { conn, reply }).await?
     }
 
+    /// The room's topic, for a member.
+    pub async fn topic(&self, conn: ConnId) -> Result<Option<Topic>, ChatError> {
+        self.ask(|reply| Ask::Topic { conn, reply }).await?
+    }
+
+    /// Sets the topic (already stored) and tells the members but `conn`.
+    pub async fn set_topic(&self, conn: ConnId, topic: Topic) -> Result<(), ChatError> {
+        self.ask(|reply| Ask::SetTopic { conn, topic, reply }).await?
+    }
+
     /// Drops a message that could not be stored from the cache.
     pub async fn retract(&self, id: u64) {
         let _ = self.tx.send(Ask::Retract { id }).await;
@@ -168,6 +192,7 @@ struct Room {
     unsent_bytes: usize,
     /// True while `recent` holds every message the room has (so no page needs the database).
     complete: bool,
+    topic: Option<Topic>,
     last_time: Millis,
     settings: RoomSettings,
     store: Arc<Store>,
@@ -241,6 +266,12 @@ impl Room {
             Ask::Names { conn, reply } => {
                 let _ = reply.send(self.names(conn));
             }
+            Ask::Topic { conn, reply } => {
+                let _ = reply.send(self.member(conn).map(|()| self.topic.clone()));
+            }
+            Ask::SetTopic { conn, topic, reply } => {
+                let _ = reply.send(self.set_topic(conn, topic));
+            }
             Ask::Retract { id } => self.recent.retain(|p| p.msg.id != id),
         }
     }
@@ -289,7 +320,11 @@ impl Room {
             self.user_count.store(self.users.len(), Ordering::Relaxed);
         }
         let skip = self.recent.len().saturating_sub(HISTORY_PAGE);
-        Ok(Joined { history: self.recent.iter().skip(skip).cloned().collect(), users: self.users.len() })
+        Ok(Joined {
+            history: self.recent.iter().skip(skip).cloned().collect(),
+            users: self.users.len(),
+            topic: self.topic.clone(),
+        })
     }
 
     /// Removes a member; announces PART when it was the user's last connection here.
@@ -338,6 +373,14 @@ impl Room {
             return Ok(());
         }
         self.member(said.conn)
+    }
+
+    fn set_topic(&mut self, conn: ConnId, topic: Topic) -> Result<(), ChatError> {
+        self.member(conn)?;
+        self.topic = Some(topic.clone());
+        let change = Arc::new(TopicChange { room: self.name.clone(), topic });
+        self.broadcast(Event::Topic(change), Some(conn));
+        Ok(())
     }
 
     fn names(&self, conn: ConnId) -> Result<Vec<UserName>, ChatError> {
@@ -415,7 +458,8 @@ mod tests {
         let name = RoomName::parse("general").unwrap();
         let room_id = store.create_room(name.clone()).await.unwrap();
         let settings = RoomSettings { cache_messages: 200, members_per_room: 10, batch_bytes: 1000 };
-        RoomHandle::spawn(name, room_id, Vec::new(), true, settings, store, Arc::new(Bots::default()))
+        let loaded = Loaded { room_id, recent: Vec::new(), complete: true, topic: None };
+        RoomHandle::spawn(name, loaded, settings, store, Arc::new(Bots::default()))
     }
 
     /// The messages `conn` is sent for one event, as "sender:text".

@@ -10,14 +10,16 @@ use tokio::sync::OnceCell;
 
 use super::bots::Bots;
 use super::error::{ChatError, Limit};
-use super::model::Message;
+use super::model::{Message, Topic};
 use super::names::RoomName;
-use super::room::{RoomHandle, RoomSettings};
-use crate::store::{RoomId, Store, StoreError};
+use super::room::{Loaded, RoomHandle, RoomSettings};
+use crate::store::{RoomId, Store, StoreError, StoredRoom};
 
 /// A room the store knows; its actor starts on first use.
 struct Slot {
     id: RoomId,
+    /// The topic as loaded; the actor owns it once started.
+    topic: Option<Topic>,
     handle: OnceCell<RoomHandle>,
 }
 
@@ -43,7 +45,7 @@ impl Rooms {
         for name in initial {
             store.create_room(name.clone()).await?;
         }
-        let slots = store.rooms().await?.into_iter().map(|(id, name)| (name, Slot::new(id))).collect();
+        let slots = store.rooms().await?.into_iter().map(|room| (room.name.clone(), Slot::stored(room))).collect();
         Ok(Rooms { slots: Mutex::new(slots), creating: Default::default(), store, bots, settings, max_rooms })
     }
 
@@ -54,7 +56,7 @@ impl Rooms {
             None if create => self.create(name).await?,
             None => return Err(ChatError::NoSuchRoom(name.clone())),
         };
-        slot.handle.get_or_try_init(|| self.start(name, slot.id)).await.cloned()
+        slot.handle.get_or_try_init(|| self.start(name, &slot)).await.cloned()
     }
 
     fn slot(&self, name: &RoomName) -> Option<Arc<Slot>> {
@@ -71,20 +73,22 @@ impl Rooms {
         }
         let id = self.store.create_room(name.clone()).await?;
         tracing::info!(room = %name, "room created");
-        let slot = Slot::new(id);
+        let slot = Slot::stored(StoredRoom { id, name: name.clone(), topic: None });
         self.slots.lock().unwrap().insert(name.clone(), slot.clone());
         Ok(slot)
     }
 
     /// Loads a room's recent messages and starts its actor.
-    async fn start(&self, name: &RoomName, id: RoomId) -> Result<RoomHandle, ChatError> {
+    async fn start(&self, name: &RoomName, slot: &Slot) -> Result<RoomHandle, ChatError> {
+        let id = slot.id;
         let want = self.settings.cache_messages;
         let stored = self.store.history(id, None, want + 1).await?;
         let complete = stored.len() <= want;
         let skip = stored.len().saturating_sub(want);
         let recent = stored.into_iter().skip(skip).map(|m| Message::stored(name, m)).collect();
         let (settings, store, bots) = (self.settings.clone(), self.store.clone(), self.bots.clone());
-        Ok(RoomHandle::spawn(name.clone(), id, recent, complete, settings, store, bots))
+        let loaded = Loaded { room_id: id, recent, complete, topic: slot.topic.clone() };
+        Ok(RoomHandle::spawn(name.clone(), loaded, settings, store, bots))
     }
 
     /// Every room with its current number of users, by name.
@@ -100,7 +104,8 @@ impl Rooms {
 }
 
 impl Slot {
-    fn new(id: RoomId) -> Arc<Slot> {
-        Arc::new(Slot { id, handle: OnceCell::new() })
+    fn stored(room: StoredRoom) -> Arc<Slot> {
+        let topic = room.topic.map(|t| Topic { text: t.text, set_by: t.set_by, time: t.time });
+        Arc::new(Slot { id: room.id, topic, handle: OnceCell::new() })
     }
 }

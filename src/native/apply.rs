@@ -6,7 +6,7 @@ use chatd_proto::names::{CommandWord, Password, RoomName, Token, UserName};
 
 use super::reply::Replies;
 use super::Native;
-use crate::chat::client::{Client, PostOutcome};
+use crate::chat::client::{Anchor, Client, Conversation, HistoryQuery, PostOutcome};
 use crate::chat::error::ChatError;
 use crate::chat::model::format_time;
 use crate::chat::HISTORY_PAGE;
@@ -20,7 +20,11 @@ pub async fn apply(client: &mut NativeClient, request: Request, out: &mut Vec<u8
     let verb = command.verb();
     // A post is pipelined: its acknowledgement comes when it is committed. Anything else answers
     // now, so the acknowledgements owed before it are written first.
-    let pipelined = matches!(&command, Command::Msg { text, .. } if CommandWord::of_bot_line(text).is_none());
+    let pipelined = match &command {
+        Command::Msg { text, .. } => CommandWord::of_bot_line(text).is_none(),
+        Command::Dm { .. } => true,
+        _ => false,
+    };
     if !pipelined {
         settle_owed(client, out).await;
     }
@@ -79,7 +83,25 @@ async fn execute(
         }
         Command::Names(room) => names(client, &room, r).await?,
         Command::Msg { room, text } => msg(client, &room, text, label, r).await?,
-        Command::History { room, before, limit } => history(client, &room, before, limit, r).await?,
+        Command::History { room, before, limit } => {
+            history(client, &Conversation::Room(room.clone()), room.as_str(), before, limit, r).await?
+        }
+        Command::DirectHistory { with, before, limit } => {
+            let shown_as = format!("@{with}");
+            history(client, &Conversation::With(with), &shown_as, before, limit, r).await?
+        }
+        Command::Topic { room, text: None } => {
+            let topic = client.topic(&room).await?;
+            r.topic(&room, topic.as_ref());
+        }
+        Command::Topic { room, text: Some(text) } => {
+            let topic = client.set_topic(&room, text).await?;
+            r.topic(&room, Some(&topic));
+        }
+        Command::Dm { to, text } => {
+            // Acknowledged once durable, like MSG (see `Native::settled`).
+            client.direct(&to, text, label).await?;
+        }
         Command::Ping(token) => ping(token, r),
         Command::Pong(_) => {}
         Command::Serve(word) => {
@@ -132,7 +154,7 @@ fn rooms(client: &NativeClient, r: &mut Replies<'_>) -> Result<(), ChatError> {
 async fn join(client: &mut NativeClient, room: &RoomName, r: &mut Replies<'_>) -> Result<(), ChatError> {
     let joined = client.join(room).await?;
     for posted in &joined.history {
-        r.message(&posted.msg);
+        r.message(room.as_str(), &posted.msg);
     }
     r.ok(&[room.as_str(), &joined.users.to_string()], Some(&format!("joined {room}")));
     Ok(())
@@ -165,19 +187,30 @@ async fn msg(
     Ok(())
 }
 
+/// HISTORY of a room (from its cache when it can) or of the direct messages with a user.
 async fn history(
     client: &NativeClient,
-    room: &RoomName,
+    conversation: &Conversation,
+    shown_as: &str,
     before: Option<u64>,
     limit: Option<usize>,
     r: &mut Replies<'_>,
 ) -> Result<(), ChatError> {
-    let messages = client.history(room, before, limit.unwrap_or(HISTORY_PAGE)).await?;
+    let limit = limit.unwrap_or(HISTORY_PAGE);
+    let messages = match (conversation, before) {
+        (Conversation::Room(room), _) => client.history(room, before, limit).await?,
+        (Conversation::With(_), None) => {
+            client.history_query(conversation, HistoryQuery::Latest { after: None, limit }).await?
+        }
+        (Conversation::With(_), Some(id)) => {
+            client.history_query(conversation, HistoryQuery::Before { anchor: Anchor::Id(id), limit }).await?
+        }
+    };
     for m in &messages {
-        r.message(m);
+        r.message(shown_as, m);
     }
     let n = messages.len().to_string();
-    r.ok(&[room.as_str(), &n], Some(&format!("{n} messages")));
+    r.ok(&[shown_as, &n], Some(&format!("{n} messages")));
     Ok(())
 }
 

@@ -29,12 +29,18 @@ impl Native {
         Native { max_message_bytes }
     }
 
-    /// `200 MSG` for a committed message, or `500` for one the store could not keep.
+    /// `200 MSG <room> <id> <time>` (`200 DM <user> <id> <time>` for a direct message) once it
+    /// is committed, or `500` for one the store could not keep.
     fn render_settled(settled: Settled<Option<Label>>, out: &mut Vec<u8>) {
         let m = &settled.message.msg;
-        let mut r = Replies { out, label: settled.tag.as_ref(), verb: "MSG" };
+        let peer = m.room.other_peer(&m.sender);
+        let (verb, shown_as) = match &peer {
+            Some(peer) => ("DM", peer.as_str()),
+            None => ("MSG", m.room.as_str()),
+        };
+        let mut r = Replies { out, label: settled.tag.as_ref(), verb };
         match &settled.result {
-            Ok(()) => r.ok(&[m.room.as_str(), &m.id.to_string(), &format_time(m.time)], None),
+            Ok(()) => r.ok(&[shown_as, &m.id.to_string(), &format_time(m.time)], None),
             Err(e) => r.error(e),
         }
     }

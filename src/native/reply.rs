@@ -7,7 +7,8 @@ use chatd_proto::names::Label;
 use chatd_proto::parse::ParseError;
 
 use crate::chat::error::ChatError;
-use crate::chat::model::{format_time, ConnId, Event, Message, RenderSlot};
+use crate::chat::model::{format_time, ConnId, Event, Message, RenderSlot, Topic};
+use crate::chat::names::RoomName;
 
 /// The native front end's rendering of a message, cached in the message as it fans out.
 pub const NATIVE_RENDERING: RenderSlot = RenderSlot(0);
@@ -28,10 +29,18 @@ impl Replies<'_> {
         self.line(200, fields, text);
     }
 
-    /// A `130` line for a stored message.
-    pub fn message(&mut self, m: &Message) {
+    /// A `130` line for a stored message (`shown_as`: the conversation as the command named it).
+    pub fn message(&mut self, shown_as: &str, m: &Message) {
         let (id, time) = (m.id.to_string(), format_time(m.time));
-        self.line(130, &[m.room.as_str(), &id, &time, m.sender.as_str()], Some(&m.text));
+        self.line(130, &[shown_as, &id, &time, m.sender.as_str()], Some(&m.text));
+    }
+
+    /// A room's topic: `<room> <setter> <time> :<text>`, or `<room> :no topic is set`.
+    pub fn topic(&mut self, room: &RoomName, topic: Option<&Topic>) {
+        match topic {
+            Some(t) => self.ok(&[room.as_str(), t.set_by.as_str(), &format_time(t.time)], Some(&t.text)),
+            None => self.ok(&[room.as_str()], Some("no topic is set")),
+        }
     }
 
     /// The reply to a line that did not parse.
@@ -44,6 +53,7 @@ impl Replies<'_> {
         let secs;
         let fields: Vec<&str> = match e {
             ChatError::NoSuchRoom(room) | ChatError::LimitReached(room, _) => vec![room.as_str()],
+            ChatError::NoSuchUser(user) => vec![user.as_str()],
             ChatError::NoBot(room, word) => vec![room.as_str(), word.as_str()],
             ChatError::Throttled(s) => {
                 secs = s.to_string();
@@ -62,6 +72,9 @@ pub fn code(e: &ChatError) -> u16 {
         NotLoggedIn => 402,
         NotMember(_) | NotABot => 403,
         NoSuchRoom(_) => 404,
+        NoSuchUser(_) => 423,
+        TopicTooLong(_) => 422,
+        BadReference => 421,
         AlreadyLoggedIn => 408,
         BadCredentials => 409,
         NameTaken => 410,
@@ -91,6 +104,15 @@ pub fn message_event(m: &Message) -> Bytes {
     Bytes::from(out)
 }
 
+/// `* DM <id> <time> <from> <to> :<text>`, the same for both users, rendered once.
+pub fn direct_event(m: &Message) -> Bytes {
+    let mut out = Vec::with_capacity(m.text.len() + 80);
+    let (id, time) = (m.id.to_string(), format_time(m.time));
+    let to = m.room.other_peer(&m.sender).unwrap_or_else(|| m.sender.clone());
+    write_event(&mut out, "DM", &[&id, &time, m.sender.as_str(), to.as_str()], Some(&m.text));
+    Bytes::from(out)
+}
+
 /// Appends the wire form of an event pushed to connection `to`.
 pub fn event(out: &mut Vec<u8>, ev: &Event, to: ConnId) {
     match ev {
@@ -106,6 +128,11 @@ pub fn event(out: &mut Vec<u8>, ev: &Event, to: ConnId) {
         }
         Event::Joined(m) => write_event(out, "JOIN", &[m.room.as_str(), m.user.as_str()], None),
         Event::Parted(m) => write_event(out, "PART", &[m.room.as_str(), m.user.as_str()], None),
+        Event::Topic(c) => {
+            let (room, t) = (&c.room, &c.topic);
+            write_event(out, "TOPIC", &[room.as_str(), t.set_by.as_str(), &format_time(t.time)], Some(&t.text));
+        }
+        Event::Direct(p) => out.extend_from_slice(p.rendered(NATIVE_RENDERING, direct_event)),
     }
 }
 

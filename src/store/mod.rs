@@ -31,6 +31,46 @@ pub struct StoredMessage {
     pub text: String,
 }
 
+/// A room as the store knows it.
+#[derive(Debug, Clone)]
+pub struct StoredRoom {
+    pub id: RoomId,
+    pub name: RoomName,
+    pub topic: Option<StoredTopic>,
+}
+
+/// A room's topic: its text, who set it and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTopic {
+    pub text: String,
+    pub set_by: UserName,
+    pub time: Millis,
+}
+
+/// A place in a conversation: a message (by id) or a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    Id(u64),
+    Time(Millis),
+}
+
+/// One end of a range: a position, and whether the range includes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub at: Position,
+    pub inclusive: bool,
+}
+
+/// Which messages of a conversation to read: between the bounds, at most `limit`, the newest or
+/// the oldest of them. Always returned oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub after: Option<Bound>,
+    pub before: Option<Bound>,
+    pub limit: usize,
+    pub newest_first: bool,
+}
+
 /// What the store needs of a message to append it. The core's fanned-out message implements it,
 /// so the writer thread shares that value instead of a copy of it.
 pub trait MessageRecord: Send + Sync {
@@ -97,10 +137,52 @@ impl Store {
         }
     }
 
-    /// All rooms, as (id, name).
-    pub async fn rooms(&self) -> Result<Vec<(RoomId, RoomName)>, StoreError> {
+    /// All rooms (not the conversations of two users), by name.
+    pub async fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
         match self {
             Store::Sqlite(s) => s.rooms().await,
+        }
+    }
+
+    /// Sets a room's topic.
+    pub async fn set_topic(&self, room: RoomId, topic: StoredTopic) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_topic(room, topic).await,
+        }
+    }
+
+    /// The conversation of users `a` and `b` (named `name`), created if new; its id either way.
+    pub async fn direct_conversation(&self, name: RoomName, a: UserName, b: UserName) -> Result<RoomId, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.direct_conversation(name, a, b).await,
+        }
+    }
+
+    /// The conversations `user` has with other users, as (id, the other user).
+    pub async fn directs_of(&self, user: UserName) -> Result<Vec<(RoomId, UserName)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.directs_of(user).await,
+        }
+    }
+
+    /// The messages of a conversation in `range`, oldest first.
+    pub async fn messages(&self, room: RoomId, range: Range) -> Result<Vec<StoredMessage>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.messages(room, range).await,
+        }
+    }
+
+    /// For each of `rooms` with a message strictly between the two times, the time of its latest
+    /// one there; the `limit` earliest of those, in time order.
+    pub async fn latest_times(
+        &self,
+        rooms: Vec<RoomId>,
+        after: Millis,
+        before: Millis,
+        limit: usize,
+    ) -> Result<Vec<(RoomId, Millis)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.latest_times(rooms, after, before, limit).await,
         }
     }
 

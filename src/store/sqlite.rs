@@ -11,12 +11,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use chatd_proto::names::{RoomName, UserName};
 
-use super::{Committed, MessageRecord, Millis, RoomId, StoreError, StoredMessage};
+use super::{
+    Committed, MessageRecord, Millis, Position, Range, RoomId, StoreError, StoredMessage, StoredRoom, StoredTopic,
+};
 use crate::config::StorageSection;
 
 /// `chat` in ASCII: marks a file as chatd's database.
 const APPLICATION_ID: i32 = 0x6368_6174;
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE accounts (
@@ -40,6 +42,21 @@ CREATE TABLE messages (
 CREATE INDEX messages_by_room ON messages(room_id, ts_ms, id);
 ";
 
+/// What version 2 added: room topics, and the conversations of two users (a direct-message
+/// conversation is a row of `rooms` with a name no room can have, plus its two users here).
+const SCHEMA_2: &str = "
+ALTER TABLE rooms ADD COLUMN topic TEXT;
+ALTER TABLE rooms ADD COLUMN topic_by TEXT;
+ALTER TABLE rooms ADD COLUMN topic_ms INTEGER;
+CREATE TABLE directs (
+    room_id INTEGER PRIMARY KEY REFERENCES rooms(id),
+    a TEXT NOT NULL,
+    b TEXT NOT NULL
+);
+CREATE INDEX directs_by_a ON directs(a);
+CREATE INDEX directs_by_b ON directs(b);
+";
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteOp {
@@ -47,6 +64,8 @@ enum WriteOp {
     CreateAccount { name: UserName, hash: String, ack: Reply<bool> },
     UpsertBotAccount { name: UserName, hash: String, ack: Reply<()> },
     CreateRoom { name: RoomName, ack: Reply<RoomId> },
+    CreateDirect { name: RoomName, a: UserName, b: UserName, ack: Reply<RoomId> },
+    SetTopic { room: RoomId, topic: StoredTopic, ack: Reply<()> },
     Shutdown,
 }
 
@@ -136,17 +155,99 @@ impl Sqlite {
         .await
     }
 
-    pub async fn rooms(&self) -> Result<Vec<(RoomId, RoomName)>, StoreError> {
+    pub async fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare("SELECT id, name FROM rooms ORDER BY name")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            let mut stmt = c.prepare(
+                "SELECT id, name, topic, topic_by, topic_ms FROM rooms \
+                 WHERE id NOT IN (SELECT room_id FROM directs) ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let (text, by, time): (Option<String>, Option<String>, Option<Millis>) =
+                    (r.get(2)?, r.get(3)?, r.get(4)?);
+                let topic = match (text, by.as_deref().and_then(UserName::parse), time) {
+                    (Some(text), Some(set_by), Some(time)) => Some(StoredTopic { text, set_by, time }),
+                    _ => None,
+                };
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, topic))
+            })?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, name) = row?;
+                let (id, name, topic) = row?;
                 if let Some(name) = RoomName::parse(&name) {
-                    out.push((id, name));
+                    out.push(StoredRoom { id, name, topic });
                 }
             }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn set_topic(&self, room: RoomId, topic: StoredTopic) -> Result<(), StoreError> {
+        self.write(|ack| WriteOp::SetTopic { room, topic, ack }).await
+    }
+
+    pub async fn direct_conversation(&self, name: RoomName, a: UserName, b: UserName) -> Result<RoomId, StoreError> {
+        self.write(|ack| WriteOp::CreateDirect { name, a, b, ack }).await
+    }
+
+    pub async fn directs_of(&self, user: UserName) -> Result<Vec<(RoomId, UserName)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT room_id, b FROM directs WHERE a = ?1 UNION ALL SELECT room_id, a FROM directs WHERE b = ?1",
+            )?;
+            let rows = stmt.query_map([user.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, peer) = row?;
+                out.extend(UserName::parse(&peer).map(|peer| (id, peer)));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn messages(&self, room: RoomId, range: Range) -> Result<Vec<StoredMessage>, StoreError> {
+        self.read(move |c| {
+            let mut sql = String::from("SELECT id, ts_ms, sender, text FROM messages WHERE room_id = ?1");
+            if let Some(after) = range.after {
+                let (op, at_time) = if after.inclusive { (">=", -1) } else { (">", i64::MAX) };
+                sql += &format!(" AND (ts_ms, id) {op} {}", position(after.at, at_time));
+            }
+            if let Some(before) = range.before {
+                let (op, at_time) = if before.inclusive { ("<=", i64::MAX) } else { ("<", -1) };
+                sql += &format!(" AND (ts_ms, id) {op} {}", position(before.at, at_time));
+            }
+            let order = if range.newest_first { "DESC" } else { "ASC" };
+            sql += &format!(" ORDER BY ts_ms {order}, id {order} LIMIT ?2");
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(params![room, range.limit as i64], stored_message)?;
+            let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            if range.newest_first {
+                out.reverse();
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn latest_times(
+        &self,
+        rooms: Vec<RoomId>,
+        after: Millis,
+        before: Millis,
+        limit: usize,
+    ) -> Result<Vec<(RoomId, Millis)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT MAX(ts_ms) FROM messages WHERE room_id = ?1 AND ts_ms > ?2 AND ts_ms < ?3")?;
+            let mut out = Vec::new();
+            for room in rooms {
+                if let Some(t) = stmt.query_row(params![room, after, before], |r| r.get::<_, Option<Millis>>(0))? {
+                    out.push((room, t));
+                }
+            }
+            out.sort_by_key(|(_, t)| *t);
+            out.truncate(limit);
             Ok(out)
         })
         .await
@@ -164,15 +265,8 @@ impl Sqlite {
                 "SELECT id, ts_ms, sender, text FROM messages WHERE room_id = ?1 AND id < ?2 \
                  ORDER BY ts_ms DESC, id DESC LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![room, before, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Millis>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, time, sender, text) = row?;
-                let sender = UserName::parse(&sender).unwrap_or_else(|| UserName::parse("unknown").unwrap());
-                out.push(StoredMessage { id: id as u64, time, sender, text });
-            }
+            let rows = stmt.query_map(params![room, before, limit as i64], stored_message)?;
+            let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
             out.reverse();
             Ok(out)
         })
@@ -185,6 +279,24 @@ impl Sqlite {
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+    }
+}
+
+/// A message row (`id, ts_ms, sender, text`).
+fn stored_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let sender: String = r.get(2)?;
+    let sender = UserName::parse(&sender).unwrap_or_else(|| UserName::parse("unknown").expect("a valid name"));
+    Ok(StoredMessage { id: r.get::<_, i64>(0)? as u64, time: r.get(1)?, sender, text: r.get(3)? })
+}
+
+/// A position in a conversation as an SQL row value `(ts_ms, id)`. A message id stands for its
+/// own place; a time stands before (`id_at_time` -1) or after (`i64::MAX`) every message of that
+/// millisecond, chosen so that an exclusive bound leaves out, and an inclusive one takes in, the
+/// whole millisecond. Only integers go into the text.
+fn position(p: Position, id_at_time: i64) -> String {
+    match p {
+        Position::Id(id) => format!("((SELECT ts_ms FROM messages WHERE id = {id}), {id})", id = id as i64),
+        Position::Time(t) => format!("({t}, {id_at_time})"),
     }
 }
 
@@ -211,13 +323,18 @@ fn open_checked(path: &Path, options: &StorageSection) -> Result<Connection, Sto
         conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
     if app_id == 0 && tables == 0 {
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; \
+            "PRAGMA journal_mode = WAL; BEGIN; {SCHEMA} {SCHEMA_2} PRAGMA application_id = {APPLICATION_ID}; \
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
     } else if app_id != APPLICATION_ID {
         return Err(foreign(format!("application_id is {app_id:#x}, not chatd's")));
     }
-    let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == 1 {
+        // Upgrade in place, in one transaction: a failure leaves the version-1 database as it was.
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA_2} PRAGMA user_version = 2; COMMIT;"))?;
+        version = 2;
+    }
     if version != SCHEMA_VERSION {
         return Err(foreign(format!("schema version {version}, this chatd knows {SCHEMA_VERSION}")));
     }
@@ -281,7 +398,10 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                         drop(ack.send(Err(e.clone())))
                     }
                     WriteOp::CreateAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
-                    WriteOp::CreateRoom { ack, .. } => drop(ack.send(Err(e.clone()))),
+                    WriteOp::CreateRoom { ack, .. } | WriteOp::CreateDirect { ack, .. } => {
+                        drop(ack.send(Err(e.clone())))
+                    }
+                    WriteOp::SetTopic { ack, .. } => drop(ack.send(Err(e.clone()))),
                     WriteOp::Shutdown => {}
                 }
             }
@@ -290,11 +410,14 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
     };
     for (op, outcome) in batch.drain(..).zip(outcomes) {
         match (op, outcome) {
-            (WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. }, Outcome::Unit) => {
-                drop(ack.send(Ok(())))
-            }
+            (
+                WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. } | WriteOp::SetTopic { ack, .. },
+                Outcome::Unit,
+            ) => drop(ack.send(Ok(()))),
             (WriteOp::CreateAccount { ack, .. }, Outcome::Created(created)) => drop(ack.send(Ok(created))),
-            (WriteOp::CreateRoom { ack, .. }, Outcome::RoomId(id)) => drop(ack.send(Ok(id))),
+            (WriteOp::CreateRoom { ack, .. } | WriteOp::CreateDirect { ack, .. }, Outcome::RoomId(id)) => {
+                drop(ack.send(Ok(id)))
+            }
             (WriteOp::Shutdown, _) => {}
             _ => unreachable!("apply answers each operation with its own kind of outcome"),
         }
@@ -331,6 +454,20 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreE
             Outcome::RoomId(
                 tx.prepare_cached("SELECT id FROM rooms WHERE name = ?1")?.query_row([name.as_str()], |r| r.get(0))?,
             )
+        }
+        WriteOp::CreateDirect { name, a, b, .. } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")?
+                .execute(params![name.as_str(), now])?;
+            let id: RoomId =
+                tx.prepare_cached("SELECT id FROM rooms WHERE name = ?1")?.query_row([name.as_str()], |r| r.get(0))?;
+            tx.prepare_cached("INSERT OR IGNORE INTO directs (room_id, a, b) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, a.as_str(), b.as_str()])?;
+            Outcome::RoomId(id)
+        }
+        WriteOp::SetTopic { room, topic, .. } => {
+            tx.prepare_cached("UPDATE rooms SET topic = ?2, topic_by = ?3, topic_ms = ?4 WHERE id = ?1")?
+                .execute(params![room, topic.text, topic.set_by.as_str(), topic.time])?;
+            Outcome::Unit
         }
         WriteOp::Shutdown => Outcome::Unit,
     })

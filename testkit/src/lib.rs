@@ -5,6 +5,8 @@
 //! `cargo test --workspace` builds every binary before it runs any test, so `target/debug/chatd`
 //! (and `chatd-bot`, `chat`, `chatd-bench`) are there when the tests need them.
 
+pub mod irc_clients;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
