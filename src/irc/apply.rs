@@ -9,10 +9,14 @@ use super::caps;
 use super::register;
 use super::reply::{self, Reply, Stamp};
 use super::wire::Message;
-use super::{Irc, IrcClient, PostTag, MAX_CLIENT_TAGS, MAX_LINE};
+use super::wire::ParseError;
+use super::{Irc, IrcClient, PostTag};
 use crate::chat::client::PostOutcome;
+use crate::chat::client::{Anchor, Conversation, HistoryQuery};
 use crate::chat::model::Message as ChatMessage;
-use crate::chat::names::{CommandWord, RoomName};
+use crate::chat::model::{format_time, Millis};
+use crate::chat::names::{CommandWord, RoomName, UserName};
+use crate::chat::HISTORY_PAGE;
 use crate::session::Flow;
 
 /// The longest `label` a client may send (IRCv3 labeled-response).
@@ -31,39 +35,25 @@ fn allowed_anonymous(command: &str, m: &Message) -> bool {
     }
 }
 
-/// Whether the line is over the IRC limits: 512 bytes without the tags (CRLF included), 4094
-/// bytes of tags (the `@` and the space after them included).
-fn too_long(line: &[u8]) -> bool {
-    let (tags, rest) = match line.first() {
-        Some(b'@') => match line.iter().position(|b| *b == b' ') {
-            Some(i) => {
-                let end = i + line[i..].iter().take_while(|b| **b == b' ').count();
-                (end, line.len() - end)
-            }
-            None => (line.len(), 0),
-        },
-        _ => (0, line.len()),
-    };
-    tags > MAX_CLIENT_TAGS || rest + 2 > MAX_LINE
-}
-
 /// Applies one line and writes its replies (after the acknowledgements owed before it).
 pub async fn apply(irc: &mut Irc, client: &mut IrcClient, line: Bytes, out: &mut Vec<u8>) -> Flow {
-    if too_long(&line) {
-        settle_owed(irc, client, out).await;
-        let mut r = irc.reply(None);
-        r.numeric("417", &["Input line was too long"]);
-        irc.finish(r, out);
-        return Flow::Continue;
-    }
-    let Ok(text) = std::str::from_utf8(&line) else {
-        settle_owed(irc, client, out).await;
-        let mut r = irc.reply(None);
-        r.fail("*", "INVALID_UTF8", &[], "Lines must be UTF-8 (UTF8ONLY)");
-        irc.finish(r, out);
-        return Flow::Continue;
+    let m = match Message::parse_bytes(&line) {
+        Ok(m) => m,
+        Err(e) => {
+            settle_owed(irc, client, out).await;
+            let mut r = irc.reply(None);
+            match e {
+                ParseError::TagsTooLong(_) | ParseError::InputTooLong(_) => {
+                    r.numeric("417", &["Input line was too long"])
+                }
+                ParseError::InvalidUtf8 => r.fail("*", "INVALID_UTF8", &[], "Lines must be UTF-8 (UTF8ONLY)"),
+                ParseError::ForbiddenChar => r.fail("*", "INVALID_TEXT", &[], "Lines must not contain NUL or CR"),
+                _ => {}
+            }
+            irc.finish(r, out);
+            return Flow::Continue;
+        }
     };
-    let Ok(m) = Message::parse(text) else { return Flow::Continue };
     let label = match irc.state.caps.has(caps::LABELED_RESPONSE) {
         true => m.tags.iter().find(|(k, _)| k == "label").and_then(|(_, v)| v.clone()),
         false => None,
@@ -72,16 +62,13 @@ pub async fn apply(irc: &mut Irc, client: &mut IrcClient, line: Bytes, out: &mut
     // A post is pipelined: its echo or acknowledgement comes when it is committed. Anything else
     // answers now, after the acknowledgements owed before it.
     let pipelined = matches!(command.as_str(), "PRIVMSG" | "NOTICE")
-        && m.params.first().is_some_and(|t| t.starts_with('#'))
+        && m.params.first().is_some_and(|t| !t.eq_ignore_ascii_case("NickServ"))
         && m.params.get(1).is_some_and(|text| CommandWord::of_bot_line(text).is_none());
     if !pipelined {
         settle_owed(irc, client, out).await;
     }
     let mut r = irc.reply(label.filter(|l| l.len() <= MAX_LABEL));
-    let flow = if text.contains(['\0', '\r']) {
-        r.fail(&command, "INVALID_TEXT", &[], "Lines must not contain NUL or CR");
-        Flow::Continue
-    } else if !client.is_logged_in() && !allowed_anonymous(&command, &m) {
+    let flow = if !client.is_logged_in() && !allowed_anonymous(&command, &m) {
         r.numeric("451", &[&reply::not_logged_in_text()]);
         Flow::Continue
     } else if !irc.state.registered && !allowed_anonymous(&command, &m) {
@@ -138,10 +125,11 @@ async fn execute(irc: &mut Irc, client: &mut IrcClient, command: &str, m: &Messa
         "NAMES" => names_command(irc, client, m, r).await,
         "LIST" => list(client, m, r),
         "WHO" => who(irc, client, m, r).await,
-        "WHOIS" => whois(irc, client, m, r),
+        "WHOIS" => whois(irc, client, m, r).await,
         "MODE" => mode(irc, client, m, r),
-        "AWAY" => away(irc, m, r),
-        "TOPIC" => topic(irc, m, r),
+        "AWAY" => away(irc, client, m, r),
+        "TOPIC" => topic(irc, client, m, r).await,
+        "CHATHISTORY" => chathistory(irc, client, m, r).await,
         "USERHOST" => userhost(irc, m, r),
         "LUSERS" => register::lusers(irc, r),
         "MOTD" => register::motd(irc, r),
@@ -192,7 +180,16 @@ async fn privmsg(irc: &mut Irc, client: &mut IrcClient, m: &Message, command: &'
         return;
     }
     if !target.starts_with('#') {
-        r.numeric("401", &[target, "No such nick/channel"]);
+        let Some(to) = UserName::parse(target) else {
+            r.numeric("401", &[target, "No such nick/channel"]);
+            return;
+        };
+        let label = r.take_label();
+        let tag = PostTag { label: label.clone(), command };
+        if let Err(e) = client.direct(&to, text.clone(), tag).await {
+            r.set_label(label);
+            r.error(&e, command, target);
+        }
         return;
     }
     let Some(room) = channel(target) else {
@@ -266,6 +263,9 @@ async fn join_one(irc: &mut Irc, client: &mut IrcClient, name: &str, r: &mut Rep
         command: "JOIN".into(),
         params,
     });
+    if let Some(topic) = &joined.topic {
+        topic_lines(&target, topic, r);
+    }
     names(client, &room, r).await;
     if !irc.state.caps.has(caps::CHATHISTORY) && !joined.history.is_empty() {
         let batch =
@@ -368,7 +368,11 @@ fn list(client: &IrcClient, m: &Message, r: &mut Reply) {
 
 /// The WHO flags of a user: here or gone, and `B` for bots.
 fn who_flags(irc: &Irc, nick: &str) -> String {
-    let away = nick == irc.state.client() && irc.state.away.is_some();
+    let away = match UserName::parse(nick) {
+        _ if nick == irc.state.client() => irc.state.away.is_some(),
+        Some(user) => irc.settings.chat.users.online(&user).is_some_and(|o| o.away.is_some()),
+        None => false,
+    };
     let mut flags = if away { "G".to_string() } else { "H".to_string() };
     if irc.settings.is_bot(nick) {
         flags.push('B');
@@ -396,43 +400,68 @@ async fn who(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
             }
         }
         Some(_) => {}
-        None if mask.eq_ignore_ascii_case(irc.state.client()) => {
-            let nick = irc.state.client().to_string();
-            line("*", &nick);
+        None => {
+            if let Some(user) = UserName::parse(&mask) {
+                if user.as_str() == irc.state.client() || irc.settings.chat.users.online(&user).is_some() {
+                    line("*", user.as_str());
+                }
+            }
         }
-        None => {}
     }
     r.numeric("315", &[&mask, "End of WHO list"]);
 }
 
-/// WHOIS [server] nick: about yourself (the core answers about others later).
-fn whois(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
+/// WHOIS [server] nick: 311, 319 (the channels you share), 312, 301, 335, 330, 318; 401 when
+/// there is no such account.
+async fn whois(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
     let Some(nick) = m.params.last().filter(|n| !n.is_empty()).cloned() else {
         r.numeric("431", &["No nickname given"]);
         return;
     };
-    if !nick.eq_ignore_ascii_case(irc.state.client()) {
+    let Some(user) = UserName::parse(&nick) else {
         r.numeric("401", &[&nick, "No such nick/channel"]);
         r.numeric("318", &[&nick, "End of /WHOIS list"]);
         return;
-    }
-    let me = irc.state.client().to_string();
-    let realname = irc.state.user.as_ref().map_or(me.clone(), |(_, real)| real.clone());
-    r.numeric("311", &[&me, &me, reply::USER_HOST, "*", &realname]);
-    let channels: Vec<String> = irc.state.joined.iter().map(chan).collect();
+    };
+    let info = match client.whois(&user).await {
+        Ok(info) => info,
+        Err(crate::chat::error::ChatError::NoSuchUser(_)) => {
+            r.numeric("401", &[&nick, "No such nick/channel"]);
+            r.numeric("318", &[&nick, "End of /WHOIS list"]);
+            return;
+        }
+        Err(e) => return r.error(&e, "WHOIS", &nick),
+    };
+    let who = info.user.as_str().to_string();
+    let me = who == irc.state.client();
+    let realname = match (&irc.state.user, me) {
+        (Some((_, real)), true) => real.clone(),
+        _ => who.clone(),
+    };
+    r.numeric("311", &[&who, &who, reply::USER_HOST, "*", &realname]);
+    let channels: Vec<String> = match me {
+        true => irc.state.joined.iter().map(chan).collect(),
+        false => info.rooms.iter().map(chan).collect(),
+    };
     if !channels.is_empty() {
-        r.numeric("319", &[&me, &channels.join(" ")]);
+        r.numeric("319", &[&who, &channels.join(" ")]);
     }
     let server = irc.settings.server_name.clone();
-    r.numeric("312", &[&me, &server, "chatd"]);
-    if let Some(away) = &irc.state.away {
-        r.numeric("301", &[&me, away]);
+    r.numeric("312", &[&who, &server, "chatd"]);
+    let away = match me {
+        true => irc.state.away.clone(),
+        false => info.online.as_ref().and_then(|o| o.away.as_deref().map(str::to_string)),
+    };
+    if let Some(away) = away {
+        r.numeric("301", &[&who, &away]);
     }
-    if client.is_bot() {
-        r.numeric("335", &[&me, "is a bot"]);
+    if info.is_bot {
+        r.numeric("335", &[&who, "is a bot"]);
     }
-    r.numeric("330", &[&me, &me, "is logged in as"]);
-    r.numeric("318", &[&me, "End of /WHOIS list"]);
+    if me || info.online.is_some() {
+        r.numeric("330", &[&who, &who, "is logged in as"]);
+    }
+    r.numeric("318", &[&who, "End of /WHOIS list"]);
 }
 
 /// MODE queries: a channel's modes (`+n`: only members post) and its empty lists; your own user
@@ -500,10 +529,12 @@ fn mode(irc: &mut Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
 }
 
 /// AWAY [message]: 306 when set, 305 when cleared.
-fn away(irc: &mut Irc, m: &Message, r: &mut Reply) {
-    match m.params.first().filter(|t| !t.is_empty()) {
+fn away(irc: &mut Irc, client: &mut IrcClient, m: &Message, r: &mut Reply) {
+    let text = m.params.first().filter(|t| !t.is_empty()).cloned();
+    client.set_away(text.clone());
+    match text {
         Some(text) => {
-            irc.state.away = Some(text.clone());
+            irc.state.away = Some(text);
             r.numeric("306", &["You have been marked as being away"]);
         }
         None => {
@@ -513,19 +544,149 @@ fn away(irc: &mut Irc, m: &Message, r: &mut Reply) {
     }
 }
 
-/// TOPIC #channel: chatd has no topics yet.
-fn topic(irc: &Irc, m: &Message, r: &mut Reply) {
+/// 332 and 333: a channel's topic, who set it and when.
+fn topic_lines(target: &str, topic: &crate::chat::model::Topic, r: &mut Reply) {
+    r.numeric("332", &[target, &topic.text]);
+    let secs = (topic.time / 1000).to_string();
+    r.numeric("333", &[target, topic.set_by.as_str(), &secs]);
+}
+
+/// TOPIC #channel [text]: shows the topic (331 or 332/333) or sets it (members may).
+async fn topic(irc: &Irc, client: &mut IrcClient, m: &Message, r: &mut Reply) {
     let Some(target) = m.params.first().cloned() else {
         r.numeric("461", &["TOPIC", "Not enough parameters"]);
         return;
     };
-    match channel(&target) {
-        None => r.numeric("403", &[&target, "No such channel"]),
-        Some(room) if !irc.state.joined.contains(&room) => r.numeric("442", &[&target, "You're not on that channel"]),
-        Some(_) if m.params.len() > 1 => {
-            r.numeric("482", &[&target, "You're not channel operator (topics cannot be set yet)"])
+    let Some(room) = channel(&target) else {
+        return r.numeric("403", &[&target, "No such channel"]);
+    };
+    if !irc.state.joined.contains(&room) {
+        return r.numeric("442", &[&target, "You're not on that channel"]);
+    }
+    match m.params.get(1) {
+        Some(text) => match client.set_topic(&room, text.clone()).await {
+            Ok(topic) => {
+                let me = irc.state.client().to_string();
+                let tags = reply::message_tags(irc.state.caps, &irc.settings, topic.time, None, &me);
+                r.push(Message {
+                    tags,
+                    source: Some(reply::user_source(&me)),
+                    command: "TOPIC".into(),
+                    params: vec![target.clone(), topic.text],
+                });
+            }
+            Err(e) => r.error(&e, "TOPIC", &target),
+        },
+        None => match client.topic(&room).await {
+            Ok(Some(topic)) => topic_lines(&target, &topic, r),
+            Ok(None) => r.numeric("331", &[&target, "No topic is set"]),
+            Err(e) => r.error(&e, "TOPIC", &target),
+        },
+    }
+}
+
+/// A CHATHISTORY message reference: `msgid=<id>` or `timestamp=<RFC 3339>`.
+fn anchor(reference: &str) -> Option<Anchor> {
+    if let Some(id) = reference.strip_prefix("msgid=") {
+        return id.parse().ok().map(Anchor::Id);
+    }
+    let time = reference.strip_prefix("timestamp=")?;
+    chrono::DateTime::parse_from_rfc3339(time).ok().map(|t| Anchor::Time(t.timestamp_millis() as Millis))
+}
+
+/// CHATHISTORY LATEST/BEFORE/AFTER/AROUND/BETWEEN <target> ... <limit>, and TARGETS
+/// (IRCv3 draft/chathistory): the messages in a `chathistory` batch, oldest first.
+async fn chathistory(irc: &mut Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
+    const C: &str = "CHATHISTORY";
+    let Some(sub) = m.params.first().map(|s| s.to_ascii_uppercase()) else {
+        return r.fail(C, "NEED_MORE_PARAMS", &["*"], "Missing parameters");
+    };
+    let needed = match sub.as_str() {
+        "TARGETS" => 4,
+        "LATEST" | "BEFORE" | "AFTER" | "AROUND" => 4,
+        "BETWEEN" => 5,
+        _ => return r.fail(C, "UNKNOWN_COMMAND", &[&m.params[0]], "Unknown command"),
+    };
+    if m.params.len() < needed {
+        return r.fail(C, "NEED_MORE_PARAMS", &[&sub], "Missing parameters");
+    }
+    let limit = match m.params[needed - 1].parse::<usize>() {
+        Ok(n) if n > 0 => n.min(HISTORY_PAGE),
+        _ => return r.fail(C, "INVALID_PARAMS", &[&sub, &m.params[needed - 1]], "Invalid limit"),
+    };
+    if sub == "TARGETS" {
+        let (Some(from), Some(to)) = (anchor(&m.params[1]), anchor(&m.params[2])) else {
+            return r.fail(C, "INVALID_PARAMS", &[&sub], "TARGETS takes two timestamp= references");
+        };
+        let targets = match client.targets(from, to, limit).await {
+            Ok(t) => t,
+            Err(e) => return r.error(&e, C, "*"),
+        };
+        let batch = irc.state.caps.has(caps::BATCH).then(|| irc.state.batch_id());
+        if let Some(id) = &batch {
+            r.server("BATCH", &[&format!("+{id}"), "draft/chathistory-targets"]);
         }
-        Some(_) => r.numeric("331", &[&target, "No topic is set"]),
+        for (conversation, time) in targets {
+            let name = match conversation {
+                Conversation::Room(room) => chan(&room),
+                Conversation::With(user) => user.as_str().to_string(),
+            };
+            let mut line = Message::new("CHATHISTORY", ["TARGETS".to_string(), name, format_time(time)])
+                .with_source(irc.settings.server_name.clone());
+            if let Some(id) = &batch {
+                line = line.with_tag("batch", Some(id));
+            }
+            r.push(line);
+        }
+        if let Some(id) = &batch {
+            r.server("BATCH", &[&format!("-{id}")]);
+        }
+        return;
+    }
+    let target = m.params[1].clone();
+    let conversation = match channel(&target) {
+        Some(room) if irc.state.joined.contains(&room) => Conversation::Room(room),
+        Some(_) => {
+            return r.fail(C, "INVALID_TARGET", &[&sub, &target], "Messages could not be retrieved (join first)")
+        }
+        None => match UserName::parse(&target) {
+            Some(user) => Conversation::With(user),
+            None => return r.fail(C, "INVALID_TARGET", &[&sub, &target], "Messages could not be retrieved"),
+        },
+    };
+    let reference = |i: usize| anchor(&m.params[i]);
+    let query = match sub.as_str() {
+        "LATEST" if m.params[2] == "*" => Some(HistoryQuery::Latest { after: None, limit }),
+        "LATEST" => reference(2).map(|a| HistoryQuery::Latest { after: Some(a), limit }),
+        "BEFORE" => reference(2).map(|anchor| HistoryQuery::Before { anchor, limit }),
+        "AFTER" => reference(2).map(|anchor| HistoryQuery::After { anchor, limit }),
+        "AROUND" => reference(2).map(|anchor| HistoryQuery::Around { anchor, limit }),
+        _ => match (reference(2), reference(3)) {
+            (Some(from), Some(to)) => Some(HistoryQuery::Between { from, to, limit }),
+            _ => None,
+        },
+    };
+    let Some(query) = query else {
+        return r.fail(C, "INVALID_PARAMS", &[&sub, &m.params[2]], "Invalid message reference (msgid= or timestamp=)");
+    };
+    let messages = match client.history_query(&conversation, query).await {
+        Ok(messages) => messages,
+        Err(_) => return r.fail(C, "MESSAGE_ERROR", &[&sub, &target], "Messages could not be retrieved"),
+    };
+    let batch = irc.state.caps.has(caps::BATCH).then(|| irc.state.batch_id());
+    if let Some(id) = &batch {
+        r.server("BATCH", &[&format!("+{id}"), "chathistory", &target]);
+    }
+    for msg in &messages {
+        let to = reply::target_of(msg);
+        let mut line = reply::message_line(&irc.state, &irc.settings, msg, "PRIVMSG", &to, Stamp::Stored);
+        if let Some(id) = &batch {
+            line.tags.insert(0, ("batch".into(), Some(id.clone())));
+        }
+        r.push(line);
+    }
+    if let Some(id) = &batch {
+        r.server("BATCH", &[&format!("-{id}")]);
     }
 }
 
@@ -549,19 +710,6 @@ fn userhost(irc: &Irc, m: &Message, r: &mut Reply) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn line_limits() {
-        assert!(!too_long(&vec![b'a'; 510]));
-        assert!(too_long(&vec![b'a'; 511]));
-        let mut tagged = vec![b'@'];
-        tagged.extend(vec![b't'; 4092]);
-        tagged.push(b' ');
-        tagged.extend(vec![b'a'; 510]);
-        assert!(!too_long(&tagged));
-        tagged.insert(1, b't');
-        assert!(too_long(&tagged));
-    }
 
     #[test]
     fn channels() {

@@ -22,6 +22,7 @@ pub const OFFERED: &[(&str, u32, Option<&str>)] = &[
     ("batch", BATCH, None),
     ("cap-notify", CAP_NOTIFY, None),
     ("draft/account-registration", ACCOUNT_REGISTRATION, Some("before-connect,custom-account-name")),
+    ("draft/chathistory", CHATHISTORY, None),
     ("echo-message", ECHO_MESSAGE, None),
     ("extended-join", EXTENDED_JOIN, None),
     ("labeled-response", LABELED_RESPONSE, None),

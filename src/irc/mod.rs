@@ -9,10 +9,9 @@ pub mod apply;
 pub mod caps;
 pub mod register;
 pub mod reply;
-pub mod wire_shim;
 
-/// The IRC message type (parser and serializer).
-pub use wire_shim as wire;
+/// The IRC wire format (parser and serializer), shared with clients and tests.
+pub use chatd_proto::irc as wire;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,15 +33,14 @@ pub const PLAINTEXT_HINT: &[u8] =
     b"ERROR :Closing link: this port speaks IRC over TLS; connect with TLS (irssi: /connect -tls HOST PORT)\r\n";
 
 /// The most bytes of an IRC line without its tags, CRLF included (RFC 1459, modern IRC).
-pub const MAX_LINE: usize = 512;
-/// The most bytes of a client's tags, the leading `@` and the space after them included
-/// (IRCv3 message-tags).
-pub const MAX_CLIENT_TAGS: usize = 4094;
+pub const MAX_LINE: usize = wire::MAX_REST_BYTES;
+/// The most bytes of a client's tag data (IRCv3 message-tags), without the `@` and the space.
+pub const MAX_CLIENT_TAGS: usize = wire::MAX_CLIENT_TAG_DATA;
 
 /// The shared limits with the IRC line length: a frame may hold the tags and the 512-byte line;
 /// `apply` checks each part and answers 417 to a line over either.
 pub fn session_limits(limits: &Limits) -> Limits {
-    Limits { max_line_bytes: MAX_LINE + MAX_CLIENT_TAGS, ..limits.clone() }
+    Limits { max_line_bytes: MAX_LINE + MAX_CLIENT_TAGS + 2, ..limits.clone() }
 }
 
 /// What every IRC connection shares: the server's names and MOTD, and where counts come from.
@@ -161,7 +159,7 @@ impl Irc {
     pub fn render_settled(&mut self, settled: Settled<PostTag>, out: &mut Vec<u8>) {
         let m = &settled.message.msg;
         let mut r = self.reply(settled.tag.label);
-        let target = format!("#{}", m.room);
+        let target = reply::target_of(m);
         match &settled.result {
             Ok(()) => {
                 if self.state.caps.has(caps::ECHO_MESSAGE) {

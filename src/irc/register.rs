@@ -216,10 +216,13 @@ pub fn isupport(irc: &Irc) -> Vec<String> {
         "CHANMODES=,,,n".into(),
         "CHANNELLEN=33".into(),
         "CHANTYPES=#".into(),
+        format!("CHATHISTORY={}", crate::chat::HISTORY_PAGE),
+        "MSGREFTYPES=msgid,timestamp".into(),
         format!("NETWORK={}", s.network),
         "NICKLEN=24".into(),
         "PREFIX=()".into(),
         "TARGMAX=PRIVMSG:1,NOTICE:1,NAMES:1,WHOIS:1".into(),
+        format!("TOPICLEN={}", crate::chat::TOPIC_MAX_BYTES),
         "USERLEN=24".into(),
         "UTF8ONLY".into(),
     ]

@@ -142,6 +142,13 @@ impl Reply {
                 self.fail(command, "TEMPORARILY_UNAVAILABLE", &[target], "registration is closed on this server")
             }
             ChatError::NotABot => self.notice(&e.to_string()),
+            ChatError::NoSuchUser(_) => self.numeric("401", &[target, "No such nick/channel"]),
+            ChatError::TopicTooLong(max) => {
+                self.fail(command, "INVALID_PARAMS", &[target], &format!("Topic too long (at most {max} bytes)"))
+            }
+            ChatError::BadReference => {
+                self.fail(command, "INVALID_PARAMS", &[target], "TARGETS takes timestamps, not msgids")
+            }
         }
     }
 
@@ -250,6 +257,14 @@ pub fn message_line(
     }
 }
 
+/// Where a message goes in IRC: `#room`, or for a direct message the nick it was sent to.
+pub fn target_of(m: &ChatMessage) -> String {
+    match m.room.other_peer(&m.sender) {
+        Some(to) if m.room.is_direct() => to.as_str().to_string(),
+        _ => format!("#{}", m.room),
+    }
+}
+
 /// The tagless line of a stored message, rendered once per message and shared.
 fn message_body(m: &ChatMessage) -> Bytes {
     let mut out = Vec::with_capacity(m.text.len() + 64);
@@ -257,7 +272,7 @@ fn message_body(m: &ChatMessage) -> Bytes {
         tags: Vec::new(),
         source: Some(user_source(m.sender.as_str())),
         command: "PRIVMSG".into(),
-        params: vec![format!("#{}", m.room), m.text.clone()],
+        params: vec![target_of(m), m.text.clone()],
     }
     .write(&mut out);
     Bytes::from(out)
@@ -284,7 +299,17 @@ fn write_posted(state: &State, settings: &Settings, p: &crate::chat::model::Post
 /// Appends the IRC form of an event pushed to connection `to`.
 pub fn event(state: &State, settings: &Settings, ev: &Event, to: ConnId, out: &mut Vec<u8>) {
     match ev {
-        Event::Message(p) => write_posted(state, settings, p, out),
+        Event::Message(p) | Event::Direct(p) => write_posted(state, settings, p, out),
+        Event::Topic(t) => {
+            let setter = t.topic.set_by.as_str();
+            Message {
+                tags: message_tags(state.caps, settings, t.topic.time, None, setter),
+                source: Some(user_source(setter)),
+                command: "TOPIC".into(),
+                params: vec![format!("#{}", t.room), t.topic.text.clone()],
+            }
+            .write(out);
+        }
         Event::Messages(batch) => {
             for p in batch.for_member(to) {
                 write_posted(state, settings, p, out);
