@@ -676,3 +676,162 @@ async fn plaintext_to_the_irc_tls_port_is_told_in_irc() {
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("ERROR :"), "{got}");
 }
+
+#[tokio::test]
+async fn direct_messages_between_irc_and_native() {
+    let d = Daemon::start().await;
+    let mut bob = d.login("bob").await;
+    let mut alice = Irc::login(&d, "alice", FULL_CAPS).await;
+    alice.send("@label=d1 PRIVMSG Bob :hi bob, just us").await;
+    let echo = alice.expect("PRIVMSG").await;
+    assert_eq!(tag(&echo, "label"), Some("d1"));
+    assert_eq!(echo.params, ["bob", "hi bob, just us"]);
+    let msgid = tag(&echo, "msgid").unwrap().to_string();
+    let got = expect_line(&mut bob, "the DM", |l| l.is_event("DM")).await;
+    let chatd_proto::line::ServerLine::Event(e) = got else { unreachable!() };
+    assert_eq!(e.fields[0], msgid);
+    assert_eq!(e.fields[2..], ["alice", "bob"]);
+
+    let ack = call(&mut bob, "DM alice hello alice").await;
+    let from_bob = alice.expect("PRIVMSG").await;
+    assert_eq!(from_bob.source.as_deref(), Some("bob!bob@chatd"));
+    assert_eq!(from_bob.params, ["alice", "hello alice"]);
+    assert_eq!(tag(&from_bob, "msgid"), Some(ack.fin.fields[1].as_str()));
+
+    let got = alice.exchange("PRIVMSG nosuchuser :hello?").await;
+    assert_eq!(got[0].command, "401");
+    assert_eq!(got[0].params[1], "nosuchuser");
+}
+
+#[tokio::test]
+async fn topics_are_shown_on_join_and_set_by_members() {
+    let d = Daemon::start().await;
+    let mut bob = d.member("bob", "general").await;
+    let mut alice = Irc::login(&d, "alice", "server-time").await;
+    alice.join("#general").await;
+    let got = alice.exchange("TOPIC #general :Welcome; be nice").await;
+    assert_eq!(got[0].command, "TOPIC");
+    assert_eq!(got[0].source.as_deref(), Some("alice!alice@chatd"));
+    assert_eq!(got[0].params, ["#general", "Welcome; be nice"]);
+    let e = expect_line(&mut bob, "* TOPIC", |l| l.is_event("TOPIC")).await;
+    let chatd_proto::line::ServerLine::Event(e) = e else { unreachable!() };
+    assert_eq!(e.text.as_deref(), Some("Welcome; be nice"));
+    let got = alice.exchange("TOPIC #general").await;
+    assert_eq!(got[0].command, "332");
+    assert_eq!(got[0].params, ["alice", "#general", "Welcome; be nice"]);
+    assert_eq!(got[1].command, "333");
+    assert_eq!(got[1].params[2], "alice");
+    assert!(got[1].params[3].parse::<u64>().is_ok_and(|t| t > 1_700_000_000), "{got:?}");
+
+    // A native topic change reaches IRC; a new IRC member sees the topic on JOIN.
+    call(&mut bob, "TOPIC general Release day").await;
+    let topic = alice.expect("TOPIC").await;
+    assert_eq!(topic.source.as_deref(), Some("bob!bob@chatd"));
+    assert_eq!(topic.params, ["#general", "Release day"]);
+    assert!(tag(&topic, "time").is_some_and(is_server_time));
+    let mut carol = Irc::login(&d, "carol", "").await;
+    let got = carol.join("#general").await;
+    let codes: Vec<&str> = got.iter().map(|m| m.command.as_str()).collect();
+    assert_eq!(&codes[..5], ["JOIN", "332", "333", "353", "366"], "{got:?}");
+    let got = carol.exchange(&format!("TOPIC #general :{}", "x".repeat(400))).await;
+    assert_eq!(got[0].command, "FAIL", "{got:?}");
+}
+
+#[tokio::test]
+async fn whois_and_who_of_other_users() {
+    let d = Daemon::start().await;
+    let mut bob = Irc::login(&d, "bob", "").await;
+    bob.join("#general").await;
+    bob.exchange("AWAY :gone fishing").await;
+    let mut alice = Irc::login(&d, "alice", "").await;
+    alice.join("#general").await;
+    let got = alice.exchange("WHOIS bob").await;
+    let codes: Vec<&str> = got.iter().map(|m| m.command.as_str()).collect();
+    assert_eq!(codes, ["311", "319", "312", "301", "330", "318"], "{got:?}");
+    assert_eq!(got[1].params[2], "#general");
+    assert_eq!(got[3].params[2], "gone fishing");
+    let got = alice.exchange("WHO #general").await;
+    let flags: Vec<(&str, &str)> =
+        got.iter().filter(|m| m.command == "352").map(|m| (m.params[5].as_str(), m.params[6].as_str())).collect();
+    assert_eq!(flags, [("alice", "H"), ("bob", "G")]);
+    let got = alice.exchange("WHOIS nosuchuser").await;
+    assert_eq!(got.iter().map(|m| m.command.as_str()).collect::<Vec<_>>(), ["401", "318"]);
+    let mut bot = d.client().await;
+    call(&mut bot, &format!("LOGIN stockbot {}", d.bot_password())).await;
+    let got = alice.exchange("WHOIS stockbot").await;
+    assert!(got.iter().any(|m| m.command == "335"), "bots are marked: {got:?}");
+}
+
+#[tokio::test]
+async fn chathistory_pages_by_msgid_without_skips_or_repeats() {
+    let d = Daemon::start().await;
+    let mut bob = d.member("bob", "general").await;
+    let mut ids = Vec::new();
+    for i in 1..=12 {
+        ids.push(call(&mut bob, &format!("MSG general m{i}")).await.fin.fields[1].clone());
+    }
+    let mut alice = Irc::login(&d, "alice", "draft/chathistory batch server-time message-tags").await;
+    let got = alice.join("#general").await;
+    assert!(!got.iter().any(|m| m.command == "PRIVMSG" || m.command == "BATCH"), "no replay with chathistory: {got:?}");
+    let isupport = {
+        let mut c = Irc::connect(&d).await;
+        c.send("NICK xy").await;
+        c.send("USER x 0 * :x").await;
+        let (_, burst) = c.until("422").await;
+        burst.into_iter().filter(|m| m.command == "005").flat_map(|m| m.params).collect::<Vec<_>>()
+    };
+    assert!(
+        isupport.contains(&"CHATHISTORY=50".to_string())
+            && isupport.contains(&"MSGREFTYPES=msgid,timestamp".to_string())
+    );
+
+    async fn page(c: &mut Irc, line: &str) -> Vec<String> {
+        let got = c.exchange(line).await;
+        assert_eq!(got.first().map(|m| m.command.as_str()), Some("BATCH"), "{line}: {got:?}");
+        assert_eq!(got[0].params[1..], ["chathistory", "#general"]);
+        assert_eq!(got.last().unwrap().command, "BATCH");
+        got[1..got.len() - 1].iter().map(|m| tag(m, "msgid").unwrap().to_string()).collect()
+    }
+    let latest = page(&mut alice, "CHATHISTORY LATEST #general * 5").await;
+    assert_eq!(latest, ids[7..]);
+    let mut seen = latest.clone();
+    let mut oldest = latest[0].clone();
+    loop {
+        let older = page(&mut alice, &format!("CHATHISTORY BEFORE #general msgid={oldest} 5")).await;
+        let Some(first) = older.first() else { break };
+        oldest = first.clone();
+        seen.splice(0..0, older);
+    }
+    assert_eq!(seen, ids, "backwards by msgid");
+    let after = page(&mut alice, &format!("CHATHISTORY AFTER #general msgid={} 3", ids[2])).await;
+    assert_eq!(after, ids[3..6]);
+    let around = page(&mut alice, &format!("CHATHISTORY AROUND #general msgid={} 4", ids[5])).await;
+    assert_eq!(around, ids[3..7]);
+    let between = page(&mut alice, &format!("CHATHISTORY BETWEEN #general msgid={} msgid={} 50", ids[1], ids[5])).await;
+    assert_eq!(between, ids[2..5]);
+    let all = page(&mut alice, "CHATHISTORY AFTER #general timestamp=2000-01-01T00:00:00.000Z 50").await;
+    assert_eq!(all, ids);
+
+    let fail = |got: &Vec<Message>| got[0].params[..2].iter().map(String::clone).collect::<Vec<_>>();
+    let got = alice.exchange("CHATHISTORY FROB #general * 5").await;
+    assert_eq!(fail(&got), ["CHATHISTORY", "UNKNOWN_COMMAND"]);
+    let got = alice.exchange("CHATHISTORY BEFORE #general").await;
+    assert_eq!(fail(&got), ["CHATHISTORY", "NEED_MORE_PARAMS"]);
+    let got = alice.exchange("CHATHISTORY BEFORE #general bogus 5").await;
+    assert_eq!(fail(&got), ["CHATHISTORY", "INVALID_PARAMS"]);
+    let got = alice.exchange("CHATHISTORY LATEST #random * 5").await;
+    assert_eq!(fail(&got), ["CHATHISTORY", "INVALID_TARGET"], "not a member");
+
+    call(&mut bob, "DM alice private words").await;
+    alice.expect("PRIVMSG").await;
+    let got = alice
+        .exchange("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z timestamp=2100-01-01T00:00:00.000Z 10")
+        .await;
+    assert_eq!(got[0].params[1], "draft/chathistory-targets", "{got:?}");
+    let targets: Vec<&str> = got.iter().filter(|m| m.command == "CHATHISTORY").map(|m| m.params[1].as_str()).collect();
+    assert_eq!(targets, ["#general", "bob"], "{got:?}");
+    let got = alice.exchange("CHATHISTORY LATEST bob * 10").await;
+    let dm: Vec<&Message> = got.iter().filter(|m| m.command == "PRIVMSG").collect();
+    assert_eq!(dm.len(), 1);
+    assert_eq!(dm[0].params, ["alice", "private words"]);
+}
