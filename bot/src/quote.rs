@@ -90,9 +90,9 @@ pub fn trim_padding(price: &str) -> String {
     }
 }
 
-/// Reads a stooq CSV answer for `code` (the code that was asked, to pick its row when there are
-/// several).
-pub fn parse_stooq_csv(body: &str, code: &str) -> Result<Quote, QuoteError> {
+/// The body of a CSV answer without its byte-order mark; an empty body or an HTML page (a
+/// refusal, whatever its status) is an error.
+fn csv_body(body: &str) -> Result<&str, QuoteError> {
     let body = body.strip_prefix('\u{feff}').unwrap_or(body);
     let trimmed = body.trim();
     if trimmed.is_empty() {
@@ -101,6 +101,13 @@ pub fn parse_stooq_csv(body: &str, code: &str) -> Result<Quote, QuoteError> {
     if trimmed.starts_with('<') {
         return Err(QuoteError::Refused);
     }
+    Ok(body)
+}
+
+/// Reads a stooq CSV answer for `code` (the code that was asked, to pick its row when there are
+/// several).
+pub fn parse_stooq_csv(body: &str, code: &str) -> Result<Quote, QuoteError> {
+    let body = csv_body(body)?;
     let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(body.as_bytes());
     let headers = reader.headers().map_err(|_| QuoteError::Refused)?.clone();
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
@@ -140,15 +147,8 @@ pub fn parse_stooq_csv(body: &str, code: &str) -> Result<Quote, QuoteError> {
 /// header without rows (or stooq's `No data`) is no data, anything without a `Close` column (HTML,
 /// the quota text) is a refusal.
 pub fn parse_stooq_daily(body: &str, code: &str) -> Result<Quote, QuoteError> {
-    let body = body.strip_prefix('\u{feff}').unwrap_or(body);
-    let trimmed = body.trim();
-    if trimmed.is_empty() {
-        return Err(QuoteError::Empty);
-    }
-    if trimmed.starts_with('<') {
-        return Err(QuoteError::Refused);
-    }
-    if trimmed.eq_ignore_ascii_case("No data") {
+    let body = csv_body(body)?;
+    if body.trim().eq_ignore_ascii_case("No data") {
         return Err(QuoteError::NoData);
     }
     let mut reader =
