@@ -835,3 +835,13 @@ async fn chathistory_pages_by_msgid_without_skips_or_repeats() {
     assert_eq!(dm.len(), 1);
     assert_eq!(dm[0].params, ["alice", "private words"]);
 }
+
+#[tokio::test]
+async fn a_plaintext_irc_listener_on_loopback_works() {
+    let d = Daemon::start_with("[irc]\nplain_listen = \"127.0.0.1:0\"").await;
+    let addr = d.irc_plain_addr.clone().expect("chatd listening irc-plain");
+    let mut c = Irc { conn: LineConn::connect_plain(&addr).await.unwrap() };
+    c.send("NICK alice").await;
+    c.send("USER alice 0 * :Alice").await;
+    assert_eq!(c.next().await.command, "001");
+}
