@@ -212,6 +212,36 @@ async fn bare_server_answers_the_generator() {
     )
     .await;
     assert!(v["results"]["rss_after_kib"].as_u64().unwrap() > 0);
+    // fanout --phase-hook runs before and after the phase, with the phase's deliveries at the end.
+    let hook_log = dir.path().join("hook.log");
+    let hook =
+        format!("echo \"$CHATD_BENCH_PHASE $CHATD_BENCH_EDGE $CHATD_BENCH_DELIVERIES\" >> {}", hook_log.display());
+    bench(
+        pid,
+        &log,
+        &dir.path().join("bare-hook.json"),
+        &plain,
+        None,
+        &[
+            "--proto",
+            "irc",
+            "--prefix",
+            "k",
+            "fanout",
+            "-c",
+            "4",
+            "-s",
+            "1",
+            "-m",
+            "5",
+            "--rate",
+            "100",
+            "--phase-hook",
+            &hook,
+        ],
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&hook_log).unwrap(), "paced start 0\npaced end 15\n");
     child.kill().await.unwrap();
 }
 
