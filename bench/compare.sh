@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side: chatd (TLS, durable history in SQLite) against ngIRCd and InspIRCd (as they come:
-# no history, nothing stored), same generator, same workloads, several alternating rounds.
+# no history, nothing stored), same generator, same workloads, several alternating rounds; and
+# against chatd-bare (bench/src/bin/bare.rs: tokio + rustls and the IRC subset the generator
+# speaks, nothing else), the limit of chatd's stack on this machine, measured in the same run.
 #
 #   bench/compare.sh                     # ROUNDS=3 by default
 #   ROUNDS=5 IDLE_N=10000 bench/compare.sh
+#   SERVERS="chatd bare" bench/compare.sh   # chatd against the limit only
 #   CHATD_BEFORE=/tmp/chatd-old SERVERS="chatd before" bench/compare.sh
 #                                        # a before/after comparison: another chatd binary as a column
 #
@@ -16,7 +19,7 @@ ROOT=$PWD
 
 ROUNDS=${ROUNDS:-3}
 TLS=${TLS:-1}                         # 1: everything over TLS; 0: plaintext (chatd's plain_listen)
-SERVERS=${SERVERS:-"chatd ngircd inspircd"}
+SERVERS=${SERVERS:-"chatd ngircd inspircd bare"}
 # Fan-out workload: C clients in R rooms, S senders; paced phase then closed-loop burst.
 FAN_C=${FAN_C:-1000} FAN_R=${FAN_R:-10} FAN_S=${FAN_S:-100}
 PACED_RATE=${PACED_RATE:-200}         # messages/s in total (x ~99 deliveries each)
@@ -32,6 +35,7 @@ CHATD_BEFORE=${CHATD_BEFORE:-}        # a chatd binary served as the column "bef
 CHATD_TLS_PORT=36697 CHATD_PLAIN_PORT=36667
 NGIRCD_PLAIN_PORT=16667 NGIRCD_TLS_PORT=16697
 INSP_PLAIN_PORT=26667 INSP_TLS_PORT=26697
+BARE_PLAIN_PORT=46667 BARE_TLS_PORT=46697
 
 log() { printf '%s compare: %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -50,6 +54,7 @@ fi
 log "building release binaries"
 cargo build --release -p chatd -p chatd-bench
 BENCH=$ROOT/target/release/chatd-bench
+BARE=$ROOT/target/release/chatd-bare
 CHATD=$ROOT/target/release/chatd
 
 mkdir -p "$OUT"
@@ -137,6 +142,15 @@ start_inspircd() {
     irc_target $INSP_PLAIN_PORT $INSP_TLS_PORT
     CONC=512 # InspIRCd completes registrations on a 1 s tick: many must be in flight
 }
+start_bare() {
+    # The throwaway CA's localhost certificate, as for the IRC daemons; one worker per core (as chatd).
+    "$BARE" --tls-listen 127.0.0.1:$BARE_TLS_PORT --plain-listen 127.0.0.1:$BARE_PLAIN_PORT \
+        --cert "$WORK/irc-cert.pem" --key "$WORK/irc-key.pem" >"$1/bare.out" 2>"$1/bare.err" &
+    DAEMON_PID=$!
+    wait_port $BARE_TLS_PORT 10 || { cat "$1/bare.err" >&2; return 1; }
+    irc_target $BARE_PLAIN_PORT $BARE_TLS_PORT
+    CONC=256
+}
 stop_daemon() {
     if [ -n "$DAEMON_PID" ]; then
         kill "$DAEMON_PID" 2>/dev/null || true
@@ -179,6 +193,7 @@ done
     echo "chatd-bench compare: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%FT%TZ)"
     echo "chatd: TLS=$TLS, every message stored durably (SQLite WAL, fsync'd group commit) before its ack."
     echo "ngIRCd $(/usr/sbin/ngircd --version 2>/dev/null | head -1 | awk '{print $2}' || true), InspIRCd $(dpkg-query -W -f '${Version}' inspircd 2>/dev/null || true): as they come (no history, nothing stored), TLS=$TLS, flood limits off."
+    echo "bare: chatd-bare (tokio + rustls, the IRC subset of the generator, reader + writer task per connection, nothing stored, no limits), TLS=$TLS: the limit of chatd's stack."
     echo "fan-out: $FAN_C clients, $FAN_R rooms, $FAN_S senders; paced $PACED_RATE msgs/s x $PACED_M per sender, burst $BURST_M per sender (window $WINDOW); idle: $IDLE_N connections"
     "$BENCH" report "$OUT"
 } | tee "$OUT/table.txt"

@@ -329,6 +329,27 @@ pub struct PhaseSpec {
     /// `FLOW_ACK`: the window counts unacknowledged MSGs (chatd `posts`) instead of deliveries.
     pub ack_window: bool,
     pub label: String,
+    /// A shell command run (and waited for) just before the phase starts and just after it ends
+    /// (`fanout --phase-hook`), e.g. to zero and dump callgrind's counters around the phase.
+    pub hook: Option<String>,
+}
+
+/// Runs `sh -c hook` with CHATD_BENCH_PHASE, CHATD_BENCH_EDGE (start or end) and, at the end,
+/// CHATD_BENCH_DELIVERIES in its environment; fails unless it exits 0.
+async fn run_hook(hook: &str, label: &str, edge: &str, deliveries: u64) -> Result<()> {
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(hook)
+        .env("CHATD_BENCH_PHASE", label)
+        .env("CHATD_BENCH_EDGE", edge)
+        .env("CHATD_BENCH_DELIVERIES", deliveries.to_string())
+        .status()
+        .await
+        .map_err(|e| anyhow!("--phase-hook: cannot run sh: {e}"))?;
+    if !status.success() {
+        bail!("--phase-hook failed at the {edge} of phase {label} ({status})");
+    }
+    Ok(())
 }
 
 pub struct PhaseResult {
@@ -382,6 +403,9 @@ pub async fn run_phase(fleet: &Fleet, spec: &PhaseSpec, pid: Option<u32>, deadli
         )
     });
 
+    if let Some(hook) = &spec.hook {
+        run_hook(hook, &spec.label, "start", 0).await?;
+    }
     let pad: String = "x".repeat(spec.size.saturating_sub(40));
     let start_at = TInstant::now() + Duration::from_millis(20);
     let start_ns = shared.now_ns() + 20_000_000;
@@ -452,6 +476,9 @@ pub async fn run_phase(fleet: &Fleet, spec: &PhaseSpec, pid: Option<u32>, deadli
     }
     let cpu1 = CpuMark::now(pid);
     end_progress(prog);
+    if let Some(hook) = &spec.hook {
+        run_hook(hook, &spec.label, "end", shared.delivered[p].load(Relaxed)).await?;
+    }
     shared.flow.store(FLOW_NONE, Relaxed);
 
     let delivered = shared.delivered[p].load(Relaxed);

@@ -96,6 +96,10 @@ pub enum Scenario {
         /// The server compared against the others.
         #[arg(long, default_value = "chatd")]
         subject: String,
+        /// Servers that are not peers (not in the best-peer ratio) but get a ratio column of their
+        /// own: the bare server (the limit of the stack) and an earlier chatd build.
+        #[arg(long, value_delimiter = ',', default_value = "bare,before")]
+        not_peers: Vec<String>,
     },
 }
 
@@ -129,8 +133,9 @@ fn main() {
 /// Runs the scenario; Ok(false) when it finished but with lost messages, drops or errors.
 async fn run(cli: Cli, nofile: u64) -> Result<bool> {
     let c = &cli.common;
-    if let Scenario::Report { dir, subject } = &cli.scenario {
-        print!("{}", report::report(dir, subject)?);
+    if let Scenario::Report { dir, subject, not_peers } = &cli.scenario {
+        let not_peers: Vec<&str> = not_peers.iter().map(String::as_str).collect();
+        print!("{}", report::report(dir, subject, &not_peers)?);
         return Ok(true);
     }
     client::check_loopback(&c.addr)?;

@@ -1,6 +1,8 @@
 //! `chatd-bench report DIR`: the side-by-side table of bench/compare.sh. Reads the JSON results
 //! named `r<round>-<server>-<scenario>.json`, takes the median of each figure over the rounds and
-//! prints chatd next to each peer with the ratio chatd / best peer.
+//! prints chatd next to each peer with the ratio chatd / best peer. Two servers are not peers and
+//! get a ratio column of their own when present: the bare server (`chatd-bare`, the limit of our
+//! stack: chatd / bare) and an earlier chatd binary (`before`: chatd / before).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -146,7 +148,17 @@ fn fmt(x: Option<f64>) -> String {
     }
 }
 
-pub fn report(dir: &Path, subject: &str) -> Result<String> {
+/// The ratio `subject / other` of one row, or "-".
+fn ratio(subject: Option<f64>, other: Option<f64>) -> String {
+    match (subject, other) {
+        (Some(c), Some(b)) if b != 0.0 => format!("{:.2}x", c / b),
+        _ => "-".into(),
+    }
+}
+
+/// `subject`: the server compared; `not_peers`: servers with their own ratio column (the bare
+/// server, an earlier build), left out of the best peer.
+pub fn report(dir: &Path, subject: &str, not_peers: &[&str]) -> Result<String> {
     // server -> scenario -> rounds' JSON
     let mut data: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
     let mut rounds = 0u32;
@@ -172,7 +184,8 @@ pub fn report(dir: &Path, subject: &str) -> Result<String> {
     }
     let mut servers: Vec<String> = data.keys().cloned().collect();
     servers.sort_by_key(|s| (s != subject, s.clone()));
-    let peers: Vec<&String> = servers.iter().filter(|s| *s != subject).collect();
+    let peers: Vec<&String> = servers.iter().filter(|s| *s != subject && !not_peers.contains(&s.as_str())).collect();
+    let own: Vec<&str> = not_peers.iter().copied().filter(|n| *n != subject && data.contains_key(*n)).collect();
 
     let mut out = String::new();
     let width = 34;
@@ -180,7 +193,13 @@ pub fn report(dir: &Path, subject: &str) -> Result<String> {
     for s in &servers {
         out += &format!(" {s:>12}");
     }
-    out += &format!(" {:>16}\n", format!("{subject}/best peer"));
+    if !peers.is_empty() {
+        out += &format!(" {:>16}", format!("{subject}/best peer"));
+    }
+    for n in &own {
+        out += &format!(" {:>14}", format!("{subject}/{n}"));
+    }
+    out += "\n";
     for m in METRICS {
         let mut medians = BTreeMap::new();
         for s in &servers {
@@ -204,11 +223,14 @@ pub fn report(dir: &Path, subject: &str) -> Result<String> {
                 Some(a) => a.min(x),
             })
         });
-        let ratio = match (medians.get(subject).copied().flatten(), best) {
-            (Some(c), Some(b)) if b != 0.0 => format!("{:.2}x", c / b),
-            _ => "-".into(),
-        };
-        out += &format!(" {ratio:>16}\n");
+        let mine = medians.get(subject).copied().flatten();
+        if !peers.is_empty() {
+            out += &format!(" {:>16}", ratio(mine, best));
+        }
+        for n in &own {
+            out += &format!(" {:>14}", ratio(mine, medians[*n]));
+        }
+        out += "\n";
     }
     let mut notes = Vec::new();
     for s in &servers {
@@ -232,4 +254,43 @@ pub fn report(dir: &Path, subject: &str) -> Result<String> {
         out += &format!("  {n}\n");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, paced_cpu: f64) {
+        let v = serde_json::json!({
+            "ok": true, "proto": "irc", "tls": true, "params": {},
+            "results": {"phases": [{"phase": "paced", "server_cpu_us_per_delivery": paced_cpu}]},
+        });
+        std::fs::write(dir.join(name), v.to_string()).unwrap();
+    }
+
+    #[test]
+    fn bare_and_before_are_not_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "r1-chatd-fanout.json", 10.0);
+        write(dir.path(), "r1-inspircd-fanout.json", 8.0);
+        write(dir.path(), "r1-bare-fanout.json", 4.0);
+        write(dir.path(), "r1-before-fanout.json", 2.0);
+        let t = report(dir.path(), "chatd", &["bare", "before"]).unwrap();
+        let head = t.lines().next().unwrap();
+        assert!(
+            head.contains("chatd/best peer") && head.contains("chatd/bare") && head.contains("chatd/before"),
+            "{t}"
+        );
+        let row = t.lines().find(|l| l.starts_with("paced server CPU")).unwrap();
+        // best peer is InspIRCd (8), not before (2) or bare (4).
+        assert!(row.ends_with("1.25x          2.50x          5.00x"), "{row}");
+
+        // Only chatd and before (CHATD_BEFORE with SERVERS="chatd before"): no best-peer column.
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "r1-chatd-fanout.json", 10.0);
+        write(dir.path(), "r1-before-fanout.json", 5.0);
+        let t = report(dir.path(), "chatd", &["bare", "before"]).unwrap();
+        assert!(!t.contains("best peer") && t.contains("chatd/before"), "{t}");
+        assert!(t.lines().find(|l| l.starts_with("paced server CPU")).unwrap().ends_with(" 2.00x"), "{t}");
+    }
 }

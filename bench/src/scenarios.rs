@@ -94,6 +94,11 @@ pub struct FanoutArgs {
     /// Room name prefix.
     #[arg(long, default_value = "fan")]
     pub room_prefix: String,
+    /// Shell command run (and waited for) just before each phase and just after it, with
+    /// CHATD_BENCH_PHASE, CHATD_BENCH_EDGE=start|end and CHATD_BENCH_DELIVERIES set
+    /// (bench/instructions.sh counts the daemon's instructions with it).
+    #[arg(long)]
+    pub phase_hook: Option<String>,
 }
 
 pub async fn fanout(ctx: &Ctx, a: &FanoutArgs) -> Result<Outcome> {
@@ -124,6 +129,7 @@ pub async fn fanout(ctx: &Ctx, a: &FanoutArgs) -> Result<Outcome> {
             drain: Duration::from_secs(a.drain),
             ack_window: false,
             label: label.into(),
+            hook: a.phase_hook.clone(),
         };
         let r = run_phase(&fleet, &spec, ctx.pid, ctx.deadline).await?;
         ok &= phase_ok(&r.json);
@@ -260,6 +266,7 @@ pub async fn posts(ctx: &Ctx, a: &PostsArgs) -> Result<Outcome> {
         drain: Duration::from_secs(a.drain),
         ack_window: true,
         label: "posts".into(),
+        hook: None,
     };
     let r = run_phase(&fleet, &spec, ctx.pid, ctx.deadline).await?;
     let acks = fleet.shared.acks.load(Relaxed) - acks0;
@@ -342,6 +349,7 @@ pub async fn history(ctx: &Ctx, a: &HistoryArgs) -> Result<Outcome> {
         drain: Duration::from_secs(10),
         ack_window: false,
         label: "prefill".into(),
+        hook: None,
     };
     run_phase(&fleet, &prefill, None, ctx.deadline).await?;
 
@@ -397,6 +405,7 @@ pub async fn history(ctx: &Ctx, a: &HistoryArgs) -> Result<Outcome> {
         drain: Duration::from_secs(10),
         ack_window: false,
         label: "background".into(),
+        hook: None,
     };
     let r = run_phase(&fleet, &spec, ctx.pid, ctx.deadline).await?;
     stop.store(true, Relaxed);
@@ -481,6 +490,7 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> Result<Outcome> {
         drain: Duration::from_secs(10),
         ack_window: false,
         label: "without storm".into(),
+        hook: None,
     };
     let base = run_phase(&fleet, &spec, ctx.pid, ctx.deadline).await?;
 

@@ -1,18 +1,23 @@
 //! CI check for the load generator: it builds, and tiny scenarios run against a real chatd
-//! (started by testkit on an ephemeral port) with every message delivered and acknowledged.
+//! (started by testkit on an ephemeral port) with every message delivered and acknowledged; and
+//! the bare server (chatd-bare) answers the generator's IRC subset over TLS and plaintext.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use serde_json::Value;
 use testkit::Daemon;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_chatd-bench");
+const BARE: &str = env!("CARGO_BIN_EXE_chatd-bare");
 
-async fn run_bench(d: &Daemon, out: &Path, addr: &str, tls: bool, args: &[&str]) -> Value {
+/// Runs chatd-bench against `addr` (TLS when `ca` is given), asserts it succeeded with `"ok": true`.
+async fn bench(pid: u32, log: &dyn Fn() -> String, out: &Path, addr: &str, ca: Option<&Path>, args: &[&str]) -> Value {
     let mut cmd = tokio::process::Command::new(BENCH);
-    cmd.arg("--addr").arg(addr).arg("--pid").arg(d.pid.to_string()).arg("--timeout").arg("60");
-    if tls {
-        cmd.arg("--tls").arg("--ca").arg(&d.ca_file);
+    cmd.arg("--addr").arg(addr).arg("--pid").arg(pid.to_string()).arg("--timeout").arg("60");
+    if let Some(ca) = ca {
+        cmd.arg("--tls").arg("--ca").arg(ca);
     }
     cmd.arg("--json").arg(out).args(args);
     let res = tokio::time::timeout(std::time::Duration::from_secs(90), cmd.output())
@@ -21,10 +26,14 @@ async fn run_bench(d: &Daemon, out: &Path, addr: &str, tls: bool, args: &[&str])
         .expect("chatd-bench runs");
     let stdout = String::from_utf8_lossy(&res.stdout);
     let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "chatd-bench {args:?} failed: {stdout}\n{stderr}\ndaemon log:\n{}", d.log());
+    assert!(res.status.success(), "chatd-bench {args:?} failed: {stdout}\n{stderr}\ndaemon log:\n{}", log());
     let v: Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
     assert_eq!(v["ok"], true, "{v:#}");
     v
+}
+
+async fn run_bench(d: &Daemon, out: &Path, addr: &str, tls: bool, args: &[&str]) -> Value {
+    bench(d.pid, &|| d.log(), out, addr, tls.then_some(d.ca_file.as_path()), args).await
 }
 
 #[tokio::test]
@@ -146,4 +155,109 @@ async fn refused_connection_is_a_clear_error() {
     let out = tokio::process::Command::new(BENCH).args(["--addr", "192.0.2.1:6697", "idle"]).output().await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not loopback"));
+}
+
+#[tokio::test]
+async fn bare_server_answers_the_generator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = localhost_cert(dir.path());
+    let mut child = tokio::process::Command::new(BARE)
+        .args(["--tls-listen", "127.0.0.1:0", "--plain-listen", "127.0.0.1:0", "--threads", "2"])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chatd-bare starts");
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("chatd-bare ready in time")
+        .unwrap()
+        .unwrap();
+    // "chatd-bare ready tls=127.0.0.1:P plain=127.0.0.1:Q"
+    let addr = |kind: &str| {
+        ready.split(' ').find_map(|w| w.strip_prefix(kind)).unwrap_or_else(|| panic!("{ready}")).to_string()
+    };
+    let (tls, plain) = (addr("tls="), addr("plain="));
+    let log = || String::from("(chatd-bare logs nothing but dropped deliveries)");
+
+    // Fan-out over TLS, paced then burst: 6 clients in 2 rooms, 2 senders.
+    let v = bench(
+        pid,
+        &log,
+        &dir.path().join("bare-fanout.json"),
+        &tls,
+        Some(&ca),
+        &["--proto", "irc", "fanout", "-c", "6", "-r", "2", "-s", "2", "-m", "10", "--rate", "200", "--burst"],
+    )
+    .await;
+    let phases = v["results"]["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    for p in phases {
+        assert_eq!(p["deliveries"], 40, "{p:#}");
+        assert!(p["server_cpu_us"].is_u64(), "CPU read from /proc: {p:#}");
+    }
+    // Idle over plaintext (the warm-up logins QUIT).
+    let v = bench(
+        pid,
+        &log,
+        &dir.path().join("bare-idle.json"),
+        &plain,
+        None,
+        &["--proto", "irc", "--prefix", "i", "idle", "-c", "5", "--settle", "0", "--warmup", "1"],
+    )
+    .await;
+    assert!(v["results"]["rss_after_kib"].as_u64().unwrap() > 0);
+    // fanout --phase-hook runs before and after the phase, with the phase's deliveries at the end.
+    let hook_log = dir.path().join("hook.log");
+    let hook =
+        format!("echo \"$CHATD_BENCH_PHASE $CHATD_BENCH_EDGE $CHATD_BENCH_DELIVERIES\" >> {}", hook_log.display());
+    bench(
+        pid,
+        &log,
+        &dir.path().join("bare-hook.json"),
+        &plain,
+        None,
+        &[
+            "--proto",
+            "irc",
+            "--prefix",
+            "k",
+            "fanout",
+            "-c",
+            "4",
+            "-s",
+            "1",
+            "-m",
+            "5",
+            "--rate",
+            "100",
+            "--phase-hook",
+            &hook,
+        ],
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&hook_log).unwrap(), "paced start 0\npaced end 15\n");
+    child.kill().await.unwrap();
+}
+
+/// A throwaway CA and a localhost certificate signed by it: (ca.pem, cert.pem, key.pem) in `dir`.
+fn localhost_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".into()]).unwrap();
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
 }
