@@ -7,6 +7,7 @@
 #   bench/compare.sh                     # ROUNDS=3 by default
 #   ROUNDS=5 IDLE_N=10000 bench/compare.sh
 #   SERVERS="chatd bare" bench/compare.sh   # chatd against the limit only
+#   (chatdirc is chatd driven over its IRC front end: the same IRC load as ngIRCd and InspIRCd)
 #   CHATD_BEFORE=/tmp/chatd-old SERVERS="chatd before" bench/compare.sh
 #                                        # a before/after comparison: another chatd binary as a column
 #
@@ -19,7 +20,7 @@ ROOT=$PWD
 
 ROUNDS=${ROUNDS:-3}
 TLS=${TLS:-1}                         # 1: everything over TLS; 0: plaintext (chatd's plain_listen)
-SERVERS=${SERVERS:-"chatd ngircd inspircd bare"}
+SERVERS=${SERVERS:-"chatd chatdirc ngircd inspircd bare"}
 # Fan-out workload: C clients in R rooms, S senders; paced phase then closed-loop burst.
 FAN_C=${FAN_C:-1000} FAN_R=${FAN_R:-10} FAN_S=${FAN_S:-100}
 PACED_RATE=${PACED_RATE:-200}         # messages/s in total (x ~99 deliveries each)
@@ -32,7 +33,7 @@ OUT=${OUT:-$ROOT/target/bench-compare/$(date +%Y%m%d-%H%M%S)}
 TIMEOUT=${TIMEOUT:-900}
 CHATD_BEFORE=${CHATD_BEFORE:-}        # a chatd binary served as the column "before"
 
-CHATD_TLS_PORT=36697 CHATD_PLAIN_PORT=36667
+CHATD_TLS_PORT=36697 CHATD_PLAIN_PORT=36667 CHATD_IRC_TLS_PORT=36699 CHATD_IRC_PLAIN_PORT=36669
 NGIRCD_PLAIN_PORT=16667 NGIRCD_TLS_PORT=16697
 INSP_PLAIN_PORT=26667 INSP_TLS_PORT=26697
 BARE_PLAIN_PORT=46667 BARE_TLS_PORT=46697
@@ -92,9 +93,12 @@ wait_port() { # port seconds
     return 1
 }
 
-# start_<server> DIR: starts it in the foreground (as our child), sets DAEMON_PID, ADDR, TLSARGS, CONC.
+# start_<server> DIR: starts it in the foreground (as our child), sets DAEMON_PID, ADDR, TLSARGS, CONC
+# (and AUTHARGS: what the generator needs to log in, if anything).
 start_chatd() {
     cp "$ROOT/bench/configs/chatd-bench.toml" "$1/chatd.toml"
+    printf '\n[irc]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' \
+        "$CHATD_IRC_TLS_PORT" "$CHATD_IRC_PLAIN_PORT" >>"$1/chatd.toml"
     "${CHATD_BIN:-$CHATD}" --config "$1/chatd.toml" >"$1/chatd.out" 2>"$1/chatd.err" &
     DAEMON_PID=$!
     local i
@@ -109,7 +113,17 @@ start_chatd() {
     else
         ADDR=127.0.0.1:$CHATD_PLAIN_PORT TLSARGS=()
     fi
-    PROTO=chatd CONC=256
+    PROTO=chatd CONC=256 AUTHARGS=()
+}
+start_chatdirc() {
+    start_chatd "$1" || return 1
+    if [ "$TLS" = 1 ]; then
+        ADDR=127.0.0.1:$CHATD_IRC_TLS_PORT TLSARGS=(--tls --ca "$1/certs/ca.pem")
+    else
+        ADDR=127.0.0.1:$CHATD_IRC_PLAIN_PORT TLSARGS=()
+    fi
+    # chatd lets only accounts join: each client registers one (draft/account-registration).
+    PROTO=irc CONC=256 AUTHARGS=(--irc-register)
 }
 start_before() {
     [ -x "$CHATD_BEFORE" ] || { log "CHATD_BEFORE is not an executable chatd"; return 1; }
@@ -123,7 +137,7 @@ irc_conf() { # name dir plain tls
 }
 irc_target() { # plain tls
     if [ "$TLS" = 1 ]; then ADDR=127.0.0.1:$2 TLSARGS=(--tls --ca "$WORK/irc-ca.pem"); else ADDR=127.0.0.1:$1 TLSARGS=(); fi
-    PROTO=irc
+    PROTO=irc AUTHARGS=()
 }
 start_ngircd() {
     irc_conf ngircd "$1" $NGIRCD_PLAIN_PORT $NGIRCD_TLS_PORT
@@ -162,7 +176,7 @@ stop_daemon() {
 bench() { # round server scenario args...
     local r=$1 s=$2 scen=$3; shift 3
     log "round $r: $s $scen"
-    "$BENCH" --proto "$PROTO" --addr "$ADDR" "${TLSARGS[@]}" --pid "$DAEMON_PID" --threads "$THREADS" \
+    "$BENCH" --proto "$PROTO" --addr "$ADDR" "${TLSARGS[@]}" "${AUTHARGS[@]}" --pid "$DAEMON_PID" --threads "$THREADS" \
         --concurrency "$CONC" --timeout "$TIMEOUT" --json "$OUT/r$r-$s-$scen.json" "$@" "$scen" "${SCEN_ARGS[@]}" \
         || log "round $r: $s $scen reported a problem (exit $?), see $OUT/r$r-$s-$scen.json"
 }

@@ -30,6 +30,9 @@ pub struct Target {
     pub password: String,
     /// "REGISTER" (fresh database) or "LOGIN" (accounts exist): what to try first.
     pub first_verb: &'static str,
+    /// IRC to chatd's IRC front end, which lets only accounts join: each client first creates its
+    /// account with IRCv3 `draft/account-registration` (with `password`).
+    pub irc_register: bool,
     /// How long one connect + login + join may take.
     pub setup_timeout: Duration,
 }
@@ -116,7 +119,10 @@ impl Target {
                     }
                 }
                 Proto::Irc => {
-                    irc_login(&mut conn, user).await.map_err(|e| e.context(format!("IRC registration of {user}")))?;
+                    let account = self.irc_register.then_some(self.password.as_str());
+                    irc_login(&mut conn, user, account)
+                        .await
+                        .map_err(|e| e.context(format!("IRC registration of {user}")))?;
                     for room in rooms {
                         irc_join(&mut conn, &format!("#{room}")).await?;
                     }
@@ -207,9 +213,27 @@ pub fn parse_irc(line: &str) -> Option<IrcLine<'_>> {
     Some(IrcLine { prefix, command, params })
 }
 
-pub async fn irc_login(conn: &mut LineConn, nick: &str) -> Result<()> {
+/// NICK/USER until `001`; with `account` (a password), first creates the account named after the
+/// nick with `draft/account-registration` during CAP negotiation, which also logs it in.
+pub async fn irc_login(conn: &mut LineConn, nick: &str, account: Option<&str>) -> Result<()> {
+    if account.is_some() {
+        conn.send("CAP REQ :draft/account-registration").await?;
+    }
     conn.send(&format!("NICK {nick}")).await?;
     conn.send(&format!("USER {nick} 0 * :chatd-bench")).await?;
+    if let Some(password) = account {
+        conn.send(&format!("REGISTER {nick} * {password}")).await?;
+        irc_until(conn, "account registration", |m, line| match m.command {
+            "REGISTER" => Ok(true),
+            "FAIL" => bail!("REGISTER {nick} refused: {line} (an account from an earlier run? use a fresh database)"),
+            "CAP" if m.params.get(1).is_some_and(|s| s.eq_ignore_ascii_case("NAK")) => {
+                bail!("the server does not offer draft/account-registration: {line}")
+            }
+            _ => Ok(false),
+        })
+        .await?;
+        conn.send("CAP END").await?;
+    }
     irc_until(conn, "registration (connection limit?)", |m, line| match m.command {
         "001" => Ok(true),
         "433" => bail!("nick {nick} is in use (another run still connected? use --prefix)"),

@@ -66,6 +66,10 @@ pub struct Common {
     /// chatd password of the bench accounts.
     #[arg(long, default_value = "bench-password-1", global = true)]
     pub password: String,
+    /// IRC to chatd's IRC front end: create each client's account first (IRCv3
+    /// draft/account-registration with --password), since chatd lets only accounts join.
+    #[arg(long, global = true)]
+    pub irc_register: bool,
     /// chatd: try LOGIN before REGISTER (accounts from an earlier run; REGISTER hashes the password
     /// even when the name is taken).
     #[arg(long, global = true)]
@@ -97,8 +101,8 @@ pub enum Scenario {
         #[arg(long, default_value = "chatd")]
         subject: String,
         /// Servers that are not peers (not in the best-peer ratio) but get a ratio column of their
-        /// own: the bare server (the limit of the stack) and an earlier chatd build.
-        #[arg(long, value_delimiter = ',', default_value = "bare,before")]
+        /// own: the bare server (the limit of the stack), an earlier chatd build, chatd over IRC.
+        #[arg(long, value_delimiter = ',', default_value = "bare,before,chatdirc")]
         not_peers: Vec<String>,
     },
 }
@@ -154,6 +158,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         server_name: c.server_name.clone(),
         prefix: c.prefix.clone(),
         password: c.password.clone(),
+        irc_register: c.irc_register,
         first_verb: if c.login_first { "LOGIN" } else { "REGISTER" },
         setup_timeout: Duration::from_secs(c.setup_timeout),
     };

@@ -530,7 +530,10 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> Result<Outcome> {
                         let mut c = target.open().await?;
                         match target.proto {
                             Proto::Chatd => chatd_login(&mut c, &user, &target.password, "LOGIN").await?,
-                            Proto::Irc => irc_login(&mut c, &format!("{user}x{k}")).await?,
+                            Proto::Irc => {
+                                let account = target.irc_register.then_some(target.password.as_str());
+                                irc_login(&mut c, &format!("{user}x{k}"), account).await?
+                            }
                         }
                         let _ = c.send("QUIT").await;
                         Ok::<_, anyhow::Error>(())

@@ -1,6 +1,7 @@
 //! CI check for the load generator: it builds, and tiny scenarios run against a real chatd
 //! (started by testkit on an ephemeral port) with every message delivered and acknowledged; and
-//! the bare server (chatd-bare) answers the generator's IRC subset over TLS and plaintext.
+//! the bare server (chatd-bare) answers the generator's IRC subset over TLS and plaintext; and chatd's
+//! IRC front end serves the same IRC load, each client registering its account first.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,6 +35,20 @@ async fn bench(pid: u32, log: &dyn Fn() -> String, out: &Path, addr: &str, ca: O
 
 async fn run_bench(d: &Daemon, out: &Path, addr: &str, tls: bool, args: &[&str]) -> Value {
     bench(d.pid, &|| d.log(), out, addr, tls.then_some(d.ca_file.as_path()), args).await
+}
+
+#[tokio::test]
+async fn the_irc_load_against_chatds_irc_front_end() {
+    let d = Daemon::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--proto", "irc", "--irc-register", "--prefix", "q"];
+    let fanout = ["fanout", "-c", "6", "-r", "2", "-s", "2", "-m", "10", "--rate", "200", "--burst"];
+    let v = run_bench(&d, &dir.path().join("irc.json"), &d.irc_addr, true, &[&args[..], &fanout[..]].concat()).await;
+    let phases = v["results"]["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    for p in phases {
+        assert_eq!(p["deliveries"], 40, "every message to both other members: {p:#}");
+    }
 }
 
 #[tokio::test]
