@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: openssl (s_client), tmux (the CLI's terminal test, irssi),
-# irssi and weechat-headless (real IRC clients; each package installs the command of its name).
+# irssi and weechat-headless (real IRC clients; each package installs the command of its name),
+# prometheus (its promtool checks the metrics exposition in tests/observe.rs).
 need=()
 for pkg in openssl tmux irssi weechat-headless; do
   command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -17,6 +17,7 @@ pub struct Config {
     pub limits: Limits,
     pub irc: IrcSection,
     pub bots: Vec<BotAccount>,
+    pub metrics: MetricsSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +108,14 @@ pub struct Limits {
     pub argon2_workers: usize,
 }
 
+/// The HTTP listener for Prometheus metrics (`GET /metrics`) and the health check (`GET /health`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address to listen on; empty: off. Loopback only unless server.allow_plain_non_loopback.
+    pub listen: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotAccount {
@@ -125,6 +134,7 @@ impl Default for Config {
             limits: Limits::default(),
             irc: IrcSection::default(),
             bots: vec![BotAccount { name: "stockbot".into(), password_file: "data/stockbot.secret".into() }],
+            metrics: MetricsSection::default(),
         }
     }
 }
@@ -237,6 +247,32 @@ impl Config {
         Ok(config)
     }
 
+    /// Everything `chatd --check-config` checks: `validate`, plus what the daemon would only find
+    /// at start (room and bot names, the certificate files when none may be generated).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        use chatd_proto::names::{RoomName, UserName};
+        self.validate()?;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for room in &self.rooms.initial {
+            if RoomName::parse(room).is_none() {
+                return bad(format!("rooms.initial: {room:?} is not a valid room name"));
+            }
+        }
+        for bot in &self.bots {
+            if UserName::parse(&bot.name).is_none() {
+                return bad(format!("bots: name {:?} breaks the user name rules", bot.name));
+            }
+        }
+        for (key, path) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+            match std::fs::File::open(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.tls.generate_self_signed => {}
+                Err(e) => return bad(format!("{key}: cannot read {}: {e}", path.display())),
+            }
+        }
+        Ok(())
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() && !base.as_os_str().is_empty() {
@@ -269,6 +305,14 @@ impl Config {
                 return bad(format!(
                     "irc.plain_listen {plain} is not loopback; plaintext would expose passwords \
                      (set server.allow_plain_non_loopback = true to force it)"
+                ));
+            }
+        }
+        if let Some(addr) = self.metrics_listen_addr()? {
+            if !addr.ip().is_loopback() && !self.server.allow_plain_non_loopback {
+                return bad(format!(
+                    "metrics.listen {addr} is not loopback; the metrics and health endpoints are plain \
+                     HTTP without authentication (set server.allow_plain_non_loopback = true to force it)"
                 ));
             }
         }
@@ -313,6 +357,11 @@ impl Config {
         optional_addr("irc.plain_listen", &self.irc.plain_listen)
     }
 
+    /// The metrics and health listener's address, if it has one.
+    pub fn metrics_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("metrics.listen", &self.metrics.listen)
+    }
+
     pub fn plain_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         if self.server.plain_listen.is_empty() {
             return Ok(None);
@@ -350,6 +399,20 @@ mod tests {
         assert!(c.validate().is_err());
         c.server.allow_plain_non_loopback = true;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_beyond_loopback_is_refused_and_off_by_default() {
+        let mut c = Config::default();
+        assert_eq!(c.metrics_listen_addr().unwrap(), None);
+        c.metrics.listen = "127.0.0.1:9187".into();
+        assert!(c.validate().is_ok());
+        c.metrics.listen = "[::]:9187".into();
+        assert!(c.validate().is_err());
+        c.server.allow_plain_non_loopback = true;
+        assert!(c.validate().is_ok());
+        c.metrics.listen = "nowhere".into();
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod chat;
 pub mod config;
 pub mod irc;
 pub mod limits;
+pub mod metrics;
 pub mod native;
 pub mod net;
 pub mod session;
@@ -43,6 +44,8 @@ pub struct Listening {
     /// The IRC front end's TLS and plaintext listeners, when configured.
     pub irc: Option<SocketAddr>,
     pub irc_plain: Option<SocketAddr>,
+    /// The HTTP listener for metrics and health, when configured.
+    pub metrics: Option<SocketAddr>,
     pub fingerprint: String,
     pub ca_file: std::path::PathBuf,
 }
@@ -82,12 +85,14 @@ pub async fn run(
     };
     let irc_listener = bind_optional(config.irc_listen_addr()?)?;
     let irc_plain_listener = bind_optional(config.irc_plain_listen_addr()?)?;
+    let metrics_listener = bind_optional(config.metrics_listen_addr()?)?;
     let local = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr()).transpose();
     let listening = Listening {
         tls: tls_listener.local_addr()?,
         plain: local(&plain_listener)?,
         irc: local(&irc_listener)?,
         irc_plain: local(&irc_plain_listener)?,
+        metrics: local(&metrics_listener)?,
         fingerprint: tls.fingerprint.clone(),
         ca_file: config.tls.cert.parent().unwrap_or(std::path::Path::new(".")).join("ca.pem"),
     };
@@ -103,7 +108,8 @@ pub async fn run(
     let native = NativeFrontEnd { chat: chat.clone(), limits: Arc::new(config.limits.clone()), gate: gate.clone() };
     let start = |listener: Listener, socket: TcpListener| {
         let serve = native.clone();
-        let serve = move |stream, peer, shutdown| serve.clone().serve(stream, peer, shutdown);
+        let open = metrics::metrics().connections("native", listener.tls.is_some());
+        let serve = move |stream, peer, shutdown| counted(&open, serve.clone().serve(stream, peer, shutdown));
         tokio::spawn(listener.accept_loop(socket, serve, signal.clone(), done_tx.clone()));
     };
     start(listener.clone(), tls_listener);
@@ -118,7 +124,8 @@ pub async fn run(
     };
     let start_irc = |listener: Listener, socket: TcpListener| {
         let serve = irc.clone();
-        let serve = move |stream, peer, shutdown| serve.clone().serve(stream, peer, shutdown);
+        let open = metrics::metrics().connections("irc", listener.tls.is_some());
+        let serve = move |stream, peer, shutdown| counted(&open, serve.clone().serve(stream, peer, shutdown));
         tokio::spawn(listener.accept_loop(socket, serve, signal.clone(), done_tx.clone()));
     };
     let irc_listener_kind = Listener { plaintext_hint: irc::PLAINTEXT_HINT, ..listener };
@@ -127,6 +134,11 @@ pub async fn run(
     }
     if let Some(socket) = irc_plain_listener {
         start_irc(Listener { tls: None, ..irc_listener_kind }, socket);
+    }
+    if let Some(socket) = metrics_listener {
+        let store = store.clone();
+        let handle = move |request| observe(store.clone(), request);
+        tokio::spawn(net::http::serve(socket, handle, signal.clone()));
     }
     drop(done_tx);
     ready(&listening);
@@ -140,6 +152,47 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the health check waits for the store's writer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The HTTP endpoints: `GET /metrics` (the exposition, OpenMetrics when the scraper asks for it,
+/// else Prometheus' classic text format) and `GET /health` (200 when the store takes a write, 503
+/// with the reason otherwise).
+async fn observe(store: Arc<store::Store>, request: hyper::Request<()>) -> net::http::Reply {
+    use net::http::Reply;
+    if request.method() != hyper::Method::GET {
+        return Reply::text(405, "only GET\n");
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let accept = request.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let format = metrics::Format::negotiate(accept);
+            Reply { status: 200, content_type: format.content_type(), body: metrics::metrics().render(format) }
+        }
+        "/health" => match tokio::time::timeout(HEALTH_TIMEOUT, store.probe()).await {
+            Ok(Ok(())) => Reply::text(200, "ok: the store is writable\n"),
+            Ok(Err(e)) => Reply::text(503, format!("unhealthy: the store cannot write: {e}\n")),
+            Err(_) => Reply::text(
+                503,
+                format!("unhealthy: the store did not answer a write within {} s\n", HEALTH_TIMEOUT.as_secs()),
+            ),
+        },
+        _ => Reply::not_found(),
+    }
+}
+
+/// Runs a connection's future, counted in `open` while it runs.
+fn counted(
+    open: &metrics::OpenConnections,
+    serve: impl std::future::Future<Output = ()>,
+) -> impl std::future::Future<Output = ()> {
+    let guard = open.open();
+    async move {
+        serve.await;
+        drop(guard);
+    }
 }
 
 /// What the native listeners need to serve a connection.

@@ -1,9 +1,10 @@
 //! The `chatd` binary: reads the configuration and flags, starts the daemon, prints where it
-//! listens, and stops gracefully on SIGINT or SIGTERM.
+//! listens, and stops gracefully on SIGINT or SIGTERM. `--check-config` only checks the
+//! configuration and exits.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -27,6 +28,20 @@ struct Args {
     /// Log filter (tracing env-filter syntax), overriding RUST_LOG. Default: info.
     #[arg(long)]
     log: Option<String>,
+    /// Log line format on stderr: text for people, json (one object a line) for journald or a
+    /// log shipper.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Check the configuration (the file with the flags above) and exit: 0 when it is valid,
+    /// otherwise 1 with what is wrong (file, key, why) on stderr.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,11 +52,11 @@ fn main() -> std::process::ExitCode {
         .map(EnvFilter::new)
         .unwrap_or_else(|| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_ansi(false).init(),
+    }
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -57,6 +72,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         local.exists().then_some(local)
     });
     let mut config = chatd::config::Config::load(path.as_deref())?;
+    let shown = path.as_ref().map_or("(the embedded defaults)".to_string(), |p| p.display().to_string());
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
@@ -69,7 +85,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(db) = args.db {
         config.storage.db = db;
     }
+    if args.check_config {
+        config.check().map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+        println!("chatd: {shown}: the configuration is valid");
+        return Ok(());
+    }
     let runtime = tokio::runtime::Runtime::new()?;
+    let _entered = runtime.enter();
+    // Handlers installed before anything listens: a SIGTERM right after `chatd ready` (a service
+    // manager, a test) stops chatd gracefully instead of killing it.
+    let stop = stop_signal()?;
     runtime.block_on(chatd::run(
         config,
         |l| {
@@ -85,20 +110,27 @@ fn run(args: Args) -> anyhow::Result<()> {
             if let Some(irc) = l.irc_plain {
                 let _ = writeln!(out, "chatd listening irc-plain {irc}");
             }
+            if let Some(metrics) = l.metrics {
+                let _ = writeln!(out, "chatd listening metrics {metrics}");
+            }
             let _ = writeln!(out, "chatd certificate sha256 {}", l.fingerprint);
             let _ = writeln!(out, "chatd ca {}", l.ca_file.display());
             let _ = writeln!(out, "chatd ready");
             let _ = out.flush();
         },
-        stop_signal(),
+        stop,
     ))
 }
 
-async fn stop_signal() {
+/// Resolves on SIGINT or SIGTERM; the handlers are installed at once (in the runtime's context).
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

@@ -20,6 +20,7 @@ use crate::chat::outbox::{self, Inbox};
 use crate::chat::Chat;
 use crate::config::Limits;
 use crate::limits::TokenBucket;
+use crate::metrics::{metrics, Dropped};
 use crate::net::connection::{BoxStream, Connection, Frame};
 use crate::shutdown::Shutdown;
 
@@ -110,6 +111,15 @@ pub async fn serve<P: Protocol>(
     tracing::debug!(conn = id, "disconnected");
 }
 
+/// How many messages an event carries to connection `to` (for the delivered count).
+fn messages_in(event: &Event, to: ConnId) -> u64 {
+    match event {
+        Event::Message(_) | Event::Direct(_) => 1,
+        Event::Messages(batch) => batch.for_member(to).count() as u64,
+        Event::Command(_) | Event::Joined(_) | Event::Parted(_) | Event::Topic(_) => 0,
+    }
+}
+
 struct Session<P: Protocol> {
     conn: Connection,
     client: Client<P::Tag>,
@@ -127,6 +137,17 @@ struct Session<P: Protocol> {
 impl<P: Protocol> Session<P> {
     async fn run(mut self) {
         let why = self.serve().await;
+        let dropped = match why {
+            Some(Disconnect::LoginTimeout) => Some(Dropped::LoginTimeout),
+            Some(Disconnect::PingTimeout) => Some(Dropped::PingTimeout),
+            Some(Disconnect::ExcessFlood) => Some(Dropped::ExcessFlood),
+            Some(Disconnect::SlowReader) => Some(Dropped::SlowReader),
+            Some(Disconnect::WriteTimeout) => Some(Dropped::WriteTimeout),
+            Some(Disconnect::Shutdown) | None => None,
+        };
+        if let Some(dropped) = dropped {
+            metrics().dropped(dropped);
+        }
         if let Some(why) = why {
             // Messages already accepted are committed; their senders hear so before the goodbye.
             let _ = tokio::time::timeout(Duration::from_secs(5), self.write_all_settled()).await;
@@ -194,12 +215,20 @@ impl<P: Protocol> Session<P> {
                     if self.inbox.has_overflowed() {
                         return Some(Disconnect::SlowReader);
                     }
-                    self.protocol.event(&event, self.client.conn(), &mut self.conn.out);
+                    let to = self.client.conn();
+                    let mut delivered = messages_in(&event, to);
+                    self.protocol.event(&event, to, &mut self.conn.out);
                     for _ in 0..EVENTS_PER_FLUSH {
                         match self.inbox.try_recv() {
-                            Some(event) => self.protocol.event(&event, self.client.conn(), &mut self.conn.out),
+                            Some(event) => {
+                                delivered += messages_in(&event, to);
+                                self.protocol.event(&event, to, &mut self.conn.out);
+                            }
                             None => break,
                         }
+                    }
+                    if delivered > 0 {
+                        metrics().messages_delivered.inc_by(delivered);
                     }
                 }
                 settled = self.client.next_settled(), if owes => {
@@ -227,6 +256,10 @@ impl<P: Protocol> Session<P> {
                     }
                     if self.run_held().await == Flow::Close {
                         return None;
+                    }
+                    if !self.held.is_empty() {
+                        // The line just read waits behind flood control.
+                        metrics().flood_delays.inc();
                     }
                 }
                 _ = &mut idle => {

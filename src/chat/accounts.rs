@@ -13,6 +13,7 @@ use super::hasher::Hasher;
 use super::names::{Password, UserName};
 use crate::config::{BotAccount, Limits};
 use crate::limits::{Backoff, WindowCounter};
+use crate::metrics::{metrics, LoginResult};
 use crate::store::Store;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -92,6 +93,7 @@ impl Accounts {
         if !created {
             return Err(ChatError::NameTaken);
         }
+        metrics().registrations.inc();
         tracing::info!(user = %user, %from, "account registered");
         Ok(LoggedIn { user: user.clone(), is_bot: false })
     }
@@ -100,6 +102,7 @@ impl Accounts {
         let (account, address) = (Who::Account(user.clone()), Who::Address(from));
         let wait = self.failures.wait_secs(&account).max(self.failures.wait_secs(&address));
         if wait > 0 {
+            metrics().login(LoginResult::Throttled);
             return Err(ChatError::Throttled(wait));
         }
         let stored = self.store.account_hash(user.clone()).await?;
@@ -108,10 +111,12 @@ impl Accounts {
         if !ok {
             self.failures.fail(&account);
             self.failures.fail(&address);
+            metrics().login(LoginResult::Failed);
             tracing::info!(user = %user, %from, "login failed");
             return Err(ChatError::BadCredentials);
         }
         self.failures.clear(&account);
+        metrics().login(LoginResult::Ok);
         Ok(LoggedIn { user: user.clone(), is_bot: self.bots.contains(user) })
     }
 

@@ -307,9 +307,11 @@ impl<T> Client<T> {
             if bots == 0 {
                 return Err(ChatError::NoBot(room.clone(), word));
             }
+            crate::metrics::metrics().bot_commands_relayed.inc();
             return Ok(PostOutcome::Relayed { time, bots });
         }
         let message = handle.post(said).await?;
+        crate::metrics::metrics().messages_accepted.inc();
         let committed = self.chat.store.append(handle.room_id, message.clone()).await;
         self.owe(Owed { tag, room: Some(handle), message, committed }).await;
         Ok(PostOutcome::Accepted)
@@ -346,6 +348,7 @@ impl<T> Client<T> {
             self.chat.users.deliver(&[&me, to], &Event::Direct(posted.clone()), self.conn);
             posted
         });
+        crate::metrics::metrics().messages_accepted.inc();
         let committed = store.append(conversation.id, message.clone()).await;
         self.owe(Owed { tag, room: None, message, committed }).await;
         Ok(PostOutcome::Accepted)
@@ -378,6 +381,7 @@ impl<T> Client<T> {
         conversation: &Conversation,
         query: HistoryQuery,
     ) -> Result<Vec<Message>, ChatError> {
+        let started = std::time::Instant::now();
         let me = self.user()?;
         let (id, name) = match conversation {
             Conversation::Room(room) => {
@@ -394,6 +398,7 @@ impl<T> Client<T> {
         for range in query.ranges() {
             out.extend(store.messages(id, range).await?.into_iter().map(|m| Message::stored(&name, m)));
         }
+        crate::metrics::metrics().observe_history(started.elapsed());
         Ok(out)
     }
 
@@ -451,14 +456,17 @@ impl<T> Client<T> {
     /// Up to `limit` messages of a joined room before message `before`, oldest first.
     pub async fn history(&self, room: &RoomName, before: Option<u64>, limit: usize) -> Result<Vec<Message>, ChatError> {
         self.user()?;
+        let started = std::time::Instant::now();
         let handle = self.joined(room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
-        Ok(match handle.history(self.conn, before, limit).await? {
+        let page = match handle.history(self.conn, before, limit).await? {
             HistoryPage::Cached(page) => page.iter().map(|p| p.msg.clone()).collect(),
             HistoryPage::FromStore => {
                 let stored = self.chat.store.history(handle.room_id, before, limit).await?;
                 stored.into_iter().map(|m| Message::stored(room, m)).collect()
             }
-        })
+        };
+        crate::metrics::metrics().observe_history(started.elapsed());
+        Ok(page)
     }
 
     /// A bot asks for the lines starting with `/<word>` from every room.

@@ -317,6 +317,7 @@ impl Room {
                 );
             }
             self.members.insert(conn, Member { user, outbox });
+            crate::metrics::metrics().members.inc();
             self.user_count.store(self.users.len(), Ordering::Relaxed);
         }
         let skip = self.recent.len().saturating_sub(HISTORY_PAGE);
@@ -330,6 +331,7 @@ impl Room {
     /// Removes a member; announces PART when it was the user's last connection here.
     fn remove(&mut self, conn: ConnId) -> bool {
         let Some(member) = self.members.remove(&conn) else { return false };
+        crate::metrics::metrics().members.dec();
         let last = match self.users.get_mut(&member.user) {
             Some(n) if *n > 1 => {
                 *n -= 1;

@@ -45,7 +45,9 @@ impl Rooms {
         for name in initial {
             store.create_room(name.clone()).await?;
         }
-        let slots = store.rooms().await?.into_iter().map(|room| (room.name.clone(), Slot::stored(room))).collect();
+        let slots: HashMap<_, _> =
+            store.rooms().await?.into_iter().map(|room| (room.name.clone(), Slot::stored(room))).collect();
+        crate::metrics::metrics().rooms.set(slots.len() as i64);
         Ok(Rooms { slots: Mutex::new(slots), creating: Default::default(), store, bots, settings, max_rooms })
     }
 
@@ -74,7 +76,12 @@ impl Rooms {
         let id = self.store.create_room(name.clone()).await?;
         tracing::info!(room = %name, "room created");
         let slot = Slot::stored(StoredRoom { id, name: name.clone(), topic: None });
-        self.slots.lock().unwrap().insert(name.clone(), slot.clone());
+        let rooms = {
+            let mut slots = self.slots.lock().unwrap();
+            slots.insert(name.clone(), slot.clone());
+            slots.len()
+        };
+        crate::metrics::metrics().rooms.set(rooms as i64);
         Ok(slot)
     }
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{ConnectionGate, Refusal};
 use super::connection::BoxStream;
+use crate::metrics::Refused;
 use crate::shutdown::Shutdown;
 
 /// The first byte of a TLS handshake record.
@@ -102,6 +103,11 @@ impl Listener {
         let admission = match self.gate.admit(peer.ip()) {
             Ok(a) => a,
             Err(refusal) => {
+                crate::metrics::metrics().refused(match refusal {
+                    Refusal::ServerFull => Refused::ServerFull,
+                    Refusal::TooManyFromAddress => Refused::TooManyFromAddress,
+                    Refusal::TooManyNewFromAddress => Refused::TooManyNewFromAddress,
+                });
                 log_refusal(peer, refusal);
                 return;
             }

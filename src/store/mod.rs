@@ -198,6 +198,13 @@ impl Store {
         }
     }
 
+    /// Whether the store can write now (the health check): a write round trip that changes nothing.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.probe().await,
+        }
+    }
+
     /// Commits what is queued and stops. Later writes fail with `Closed`.
     pub async fn close(&self) {
         match self {

@@ -60,12 +60,40 @@ CREATE INDEX directs_by_b ON directs(b);
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteOp {
-    Append { message: Arc<dyn MessageRecord>, room: RoomId, ack: Reply<()> },
-    CreateAccount { name: UserName, hash: String, ack: Reply<bool> },
-    UpsertBotAccount { name: UserName, hash: String, ack: Reply<()> },
-    CreateRoom { name: RoomName, ack: Reply<RoomId> },
-    CreateDirect { name: RoomName, a: UserName, b: UserName, ack: Reply<RoomId> },
-    SetTopic { room: RoomId, topic: StoredTopic, ack: Reply<()> },
+    Append {
+        message: Arc<dyn MessageRecord>,
+        room: RoomId,
+        ack: Reply<()>,
+    },
+    CreateAccount {
+        name: UserName,
+        hash: String,
+        ack: Reply<bool>,
+    },
+    UpsertBotAccount {
+        name: UserName,
+        hash: String,
+        ack: Reply<()>,
+    },
+    CreateRoom {
+        name: RoomName,
+        ack: Reply<RoomId>,
+    },
+    CreateDirect {
+        name: RoomName,
+        a: UserName,
+        b: UserName,
+        ack: Reply<RoomId>,
+    },
+    SetTopic {
+        room: RoomId,
+        topic: StoredTopic,
+        ack: Reply<()>,
+    },
+    /// The health check: can the store write? Run on its own, never inside a group commit.
+    Probe {
+        ack: Reply<()>,
+    },
     Shutdown,
 }
 
@@ -121,6 +149,11 @@ impl Sqlite {
         rx
     }
 
+    /// Whether the store can write now: a write round trip through the writer thread (see `probe`).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.write(|ack| WriteOp::Probe { ack }).await
+    }
+
     pub async fn create_account(&self, name: UserName, hash: String) -> Result<bool, StoreError> {
         self.write(|ack| WriteOp::CreateAccount { name, hash, ack }).await
     }
@@ -140,7 +173,10 @@ impl Sqlite {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn).map_err(StoreError::from)
+            f(&conn).map_err(|e| {
+                crate::metrics::metrics().storage_errors.inc();
+                StoreError::from(e)
+            })
         })
         .await
         .map_err(|e| StoreError::Sqlite(e.to_string()))?
@@ -361,12 +397,60 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max_batch:
             }
         }
         let stop = batch.iter().any(|op| matches!(op, WriteOp::Shutdown));
-        commit(&mut conn, &mut batch);
+        let probes = take_probes(&mut batch);
+        if !batch.is_empty() {
+            let m = crate::metrics::metrics();
+            m.commit_batch_size.observe(batch.len() as f64);
+            let started = std::time::Instant::now();
+            commit(&mut conn, &mut batch);
+            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        if !probes.is_empty() {
+            let result = probe(&mut conn);
+            for ack in probes {
+                let _ = ack.send(result.clone());
+            }
+        }
         if stop {
             break;
         }
     }
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+/// Takes the health probes out of a batch: they run after it, on their own.
+fn take_probes(batch: &mut Vec<WriteOp>) -> Vec<Reply<()>> {
+    if !batch.iter().any(|op| matches!(op, WriteOp::Probe { .. })) {
+        return Vec::new();
+    }
+    let mut probes = Vec::new();
+    for op in std::mem::take(batch) {
+        match op {
+            WriteOp::Probe { ack } => probes.push(ack),
+            op => batch.push(op),
+        }
+    }
+    probes
+}
+
+/// Whether the database takes a write now, without changing it: takes the write lock (waiting
+/// up to the busy timeout, as a commit would), inserts a row of 8 KiB (new pages, as a message
+/// would need on a full disk or at storage.max_pages) and rolls it back.
+fn probe(conn: &mut Connection) -> Result<(), StoreError> {
+    let result = (|| -> Result<(), StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO accounts (name, hash, is_bot, created_ms) VALUES ('#health-probe', randomblob(8192), 0, 0)",
+            [],
+        )?;
+        tx.rollback()?;
+        Ok(())
+    })();
+    if let Err(e) = &result {
+        crate::metrics::metrics().storage_errors.inc();
+        tracing::warn!(error = %e, "health probe: the store cannot write");
+    }
+    result
 }
 
 /// What one operation produced, once the commit stands.
@@ -391,6 +475,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
     let outcomes = match result {
         Ok(outcomes) => outcomes,
         Err(e) => {
+            crate::metrics::metrics().storage_errors.inc();
             tracing::error!(error = %e, ops = batch.len(), "storage commit failed; nothing in the batch was stored");
             for op in batch.drain(..) {
                 match op {
@@ -401,7 +486,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                     WriteOp::CreateRoom { ack, .. } | WriteOp::CreateDirect { ack, .. } => {
                         drop(ack.send(Err(e.clone())))
                     }
-                    WriteOp::SetTopic { ack, .. } => drop(ack.send(Err(e.clone()))),
+                    WriteOp::SetTopic { ack, .. } | WriteOp::Probe { ack } => drop(ack.send(Err(e.clone()))),
                     WriteOp::Shutdown => {}
                 }
             }
@@ -411,7 +496,10 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
     for (op, outcome) in batch.drain(..).zip(outcomes) {
         match (op, outcome) {
             (
-                WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. } | WriteOp::SetTopic { ack, .. },
+                WriteOp::Append { ack, .. }
+                | WriteOp::UpsertBotAccount { ack, .. }
+                | WriteOp::SetTopic { ack, .. }
+                | WriteOp::Probe { ack },
                 Outcome::Unit,
             ) => drop(ack.send(Ok(()))),
             (WriteOp::CreateAccount { ack, .. }, Outcome::Created(created)) => drop(ack.send(Ok(created))),
@@ -469,6 +557,6 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreE
                 .execute(params![room, topic.text, topic.set_by.as_str(), topic.time])?;
             Outcome::Unit
         }
-        WriteOp::Shutdown => Outcome::Unit,
+        WriteOp::Probe { .. } | WriteOp::Shutdown => Outcome::Unit,
     })
 }

@@ -65,6 +65,8 @@ pub struct Daemon {
     pub irc_addr: String,
     /// `127.0.0.1:PORT` of the IRC plaintext listener, when the configuration has one.
     pub irc_plain_addr: Option<String>,
+    /// `127.0.0.1:PORT` of the metrics and health HTTP listener, when the configuration has one.
+    pub metrics_addr: Option<String>,
     pub ca_file: PathBuf,
     pub fingerprint: String,
     /// The daemon's directory: chatd.toml, certs/, data/, chatd.log.
@@ -89,6 +91,7 @@ impl Daemon {
             plain_addr: None,
             irc_addr: String::new(),
             irc_plain_addr: None,
+            metrics_addr: None,
             ca_file: dir.join("certs/ca.pem"),
             fingerprint: String::new(),
             dir,
@@ -134,6 +137,8 @@ impl Daemon {
                     self.irc_addr = a.to_string();
                 } else if let Some(a) = line.strip_prefix("chatd listening irc-plain ") {
                     self.irc_plain_addr = Some(a.to_string());
+                } else if let Some(a) = line.strip_prefix("chatd listening metrics ") {
+                    self.metrics_addr = Some(a.to_string());
                 } else if let Some(f) = line.strip_prefix("chatd certificate sha256 ") {
                     self.fingerprint = f.to_string();
                 } else if line == "chatd ready" {
