@@ -36,7 +36,7 @@ fn verb() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
             "HELP", "REGISTER", "LOGIN", "LOGOUT", "QUIT", "ROOMS", "JOIN", "PART", "NAMES", "WHO", "MSG", "HISTORY",
-            "PING", "PONG", "SERVE", "TOPIC", "DM", "join", "Msg", "hIsToRy", "FROB",
+            "PING", "PONG", "SERVE", "TOPIC", "DM", "GUEST", "join", "Msg", "hIsToRy", "FROB",
         ])
         .prop_map(str::to_string),
         "[A-Za-z]{1,8}",
