@@ -18,6 +18,7 @@ pub struct Config {
     pub irc: IrcSection,
     pub bots: Vec<BotAccount>,
     pub metrics: MetricsSection,
+    pub guests: GuestsSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +117,28 @@ pub struct MetricsSection {
     pub listen: String,
 }
 
+/// Guest access (people without an account), off by default. Guests have a nick that is no
+/// account's name, may join only the rooms listed here (or every existing room with `all_rooms`),
+/// and have their own, stricter limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuestsSection {
+    pub enabled: bool,
+    /// The rooms guests may join (they never create rooms).
+    pub rooms: Vec<String>,
+    /// Every existing room instead of `rooms`.
+    pub all_rooms: bool,
+    /// A guest connection's flood bucket (instead of limits.flood_burst / flood_rate_per_sec).
+    pub flood_burst: u32,
+    pub flood_rate_per_sec: f64,
+    /// Most rooms one guest connection may be in.
+    pub rooms_per_connection: usize,
+    /// Whether guests may send direct messages to members.
+    pub direct_messages_to_members: bool,
+    /// Whether guests may post bot command lines (`/stock=...`).
+    pub bot_commands: bool,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotAccount {
@@ -135,6 +158,7 @@ impl Default for Config {
             irc: IrcSection::default(),
             bots: vec![BotAccount { name: "stockbot".into(), password_file: "data/stockbot.secret".into() }],
             metrics: MetricsSection::default(),
+            guests: GuestsSection::default(),
         }
     }
 }
@@ -158,6 +182,21 @@ impl Default for IrcSection {
             server_name: "irc.chatd".into(),
             network: "chatd".into(),
             motd: String::new(),
+        }
+    }
+}
+
+impl Default for GuestsSection {
+    fn default() -> Self {
+        GuestsSection {
+            enabled: false,
+            rooms: Vec::new(),
+            all_rooms: false,
+            flood_burst: 5,
+            flood_rate_per_sec: 1.0,
+            rooms_per_connection: 3,
+            direct_messages_to_members: false,
+            bot_commands: false,
         }
     }
 }
@@ -337,6 +376,13 @@ impl Config {
         if l.argon2_workers == 0 || l.send_queue_lines == 0 || self.storage.max_batch == 0 {
             return bad("limits.argon2_workers, send_queue_lines and storage.max_batch must be positive".into());
         }
+        let g = &self.guests;
+        if g.flood_rate_per_sec <= 0.0 || g.flood_burst == 0 {
+            return bad("guests.flood_rate_per_sec and flood_burst must be positive".into());
+        }
+        if let Some(room) = g.rooms.iter().find(|r| chatd_proto::names::RoomName::parse(r).is_none()) {
+            return bad(format!("guests.rooms: {room:?} is not a valid room name"));
+        }
         Ok(())
     }
 
@@ -426,6 +472,18 @@ mod tests {
         c.server.allow_plain_non_loopback = true;
         assert!(c.validate().is_ok());
         c.irc.server_name = "nodot".into();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn guests_are_off_by_default_and_checked() {
+        let mut c = Config::default();
+        assert!(!c.guests.enabled);
+        c.guests.rooms = vec!["help".into(), "no/slash".into()];
+        assert!(c.validate().is_err());
+        c.guests.rooms = vec!["help".into()];
+        assert!(c.validate().is_ok());
+        c.guests.flood_rate_per_sec = 0.0;
         assert!(c.validate().is_err());
     }
 }

@@ -96,6 +96,8 @@ pub async fn serve<P: Protocol>(
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (outbox, inbox) = outbox::outbox(id, limits.send_queue_lines, limits.send_queue_bytes);
     tracing::debug!(conn = id, %peer, "connected");
+    let guests = &chat.guests;
+    let guest_flood = (!flood_exempt).then(|| TokenBucket::new(guests.flood_burst, guests.flood_rate_per_sec));
     let session = Session {
         conn: Connection::new(stream, limits.max_line_bytes),
         client: Client::new(id, peer.ip(), outbox, chat),
@@ -103,6 +105,7 @@ pub async fn serve<P: Protocol>(
         protocol,
         held: VecDeque::new(),
         flood: (!flood_exempt).then(|| TokenBucket::new(limits.flood_burst, limits.flood_rate_per_sec)),
+        guest_flood,
         warned_flood: false,
         limits,
         shutdown,
@@ -129,6 +132,8 @@ struct Session<P: Protocol> {
     held: VecDeque<Frame>,
     /// `None`: exempt (loopback when configured so); bots are exempt once logged in.
     flood: Option<TokenBucket>,
+    /// The bucket while the connection is a guest (`[guests]`: usually slower).
+    guest_flood: Option<TokenBucket>,
     warned_flood: bool,
     limits: Arc<Limits>,
     shutdown: Shutdown,
@@ -284,10 +289,15 @@ impl<P: Protocol> Session<P> {
         }
     }
 
-    /// The flood bucket that applies now (bots are not flood-limited).
+    /// The flood bucket that applies now: the guests' for a guest, none for a bot, the
+    /// connection's otherwise. The client's identity decides, line by line, so a guest that logs
+    /// in gets the members' rate from its next line on.
     fn flood(&mut self) -> Option<&mut TokenBucket> {
         if self.client.is_bot() {
             return None;
+        }
+        if self.client.is_guest() {
+            return self.guest_flood.as_mut();
         }
         self.flood.as_mut()
     }

@@ -36,7 +36,7 @@ fn verb() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
             "HELP", "REGISTER", "LOGIN", "LOGOUT", "QUIT", "ROOMS", "JOIN", "PART", "NAMES", "WHO", "MSG", "HISTORY",
-            "PING", "PONG", "SERVE", "TOPIC", "DM", "join", "Msg", "hIsToRy", "FROB",
+            "PING", "PONG", "SERVE", "TOPIC", "DM", "GUEST", "join", "Msg", "hIsToRy", "FROB",
         ])
         .prop_map(str::to_string),
         "[A-Za-z]{1,8}",
@@ -100,6 +100,7 @@ fn command_line() -> impl Strategy<Value = Vec<u8>> {
         }),
         (prop::sample::select(vec!["PING", "PONG"]), token).prop_map(|(v, t)| format!("{v} {t}")),
         "[a-z0-9_-]{1,12}".prop_map(|w| format!("SERVE {w}")),
+        (sp, user, "[ ]{0,2}").prop_map(|(a, u, t)| format!("GUEST{a}{u}{t}")),
     ];
     (label, body).prop_map(|(l, b)| format!("{}{b}", l.unwrap_or_default()).into_bytes())
 }

@@ -146,11 +146,19 @@ async fn a_slow_quote_does_not_delay_another() {
     let mut bob = daemon.member("bob", "general").await;
 
     ask(&mut alice, "general", "/stock=slow.us").await;
+    // The slow request is waiting upstream (at its gate) before the fast one is asked: on a busy
+    // machine the bot might otherwise reach stooq for the fast one first, proving nothing.
+    let in_flight = async {
+        while stub.hits("slow.us") == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, in_flight).await.expect("the slow request reaches stooq");
     ask(&mut alice, "general", "/stock=aapl.us").await;
     // The slow answer cannot come before its gate opens, so the first answer must be the fast one,
-    // and it can only come while the slow request is still waiting upstream.
+    // and it comes while the slow request is still waiting upstream.
     assert_eq!(next_bot_message(&mut bob).await.text, AAPL);
-    assert_eq!(stub.hits("slow.us"), 1, "the slow request was in flight");
+    assert_eq!(stub.hits("slow.us"), 1, "the slow request was in flight, asked once");
     slow.open();
     assert_eq!(next_bot_message(&mut bob).await.text, MSFT);
 }

@@ -25,9 +25,10 @@ pub enum Verb {
     Serve,
     Topic,
     Dm,
+    Guest,
 }
 
-pub const ALL_VERBS: [Verb; 16] = [
+pub const ALL_VERBS: [Verb; 17] = [
     Verb::Help,
     Verb::Register,
     Verb::Login,
@@ -44,6 +45,7 @@ pub const ALL_VERBS: [Verb; 16] = [
     Verb::Serve,
     Verb::Topic,
     Verb::Dm,
+    Verb::Guest,
 ];
 
 impl Verb {
@@ -73,6 +75,7 @@ impl Verb {
             Verb::Serve => "SERVE",
             Verb::Topic => "TOPIC",
             Verb::Dm => "DM",
+            Verb::Guest => "GUEST",
         }
     }
 
@@ -94,6 +97,7 @@ impl Verb {
             Verb::Serve => "SERVE <command-word>",
             Verb::Topic => "TOPIC <room> [text]",
             Verb::Dm => "DM <user> <text>",
+            Verb::Guest => "GUEST <nick>",
         }
     }
 
@@ -115,12 +119,13 @@ impl Verb {
             Verb::Serve => "bots only: receive /<command-word> lines from every room",
             Verb::Topic => "show a room's topic, or set it",
             Verb::Dm => "send a direct message, seen only by the two of you",
+            Verb::Guest => "chat as a guest without an account, where the server allows guests",
         }
     }
 
     /// Commands allowed before LOGIN.
     pub fn allowed_anonymous(self) -> bool {
-        matches!(self, Verb::Help | Verb::Register | Verb::Login | Verb::Quit | Verb::Ping | Verb::Pong)
+        matches!(self, Verb::Help | Verb::Register | Verb::Login | Verb::Quit | Verb::Ping | Verb::Pong | Verb::Guest)
     }
 }
 
@@ -175,6 +180,8 @@ pub enum Command {
     Ping(Option<Token>),
     Pong(Token),
     Serve(CommandWord),
+    /// `GUEST <nick>`: chat as a guest under `nick` (a name no account has).
+    Guest(UserName),
 }
 
 impl Command {
@@ -196,6 +203,7 @@ impl Command {
             Command::Ping(_) => Verb::Ping,
             Command::Pong(_) => Verb::Pong,
             Command::Serve(_) => Verb::Serve,
+            Command::Guest(_) => Verb::Guest,
         }
     }
 }
@@ -236,6 +244,7 @@ impl fmt::Display for Command {
             Command::Dm { to, text } => write!(f, "{verb} {to} {text}"),
             Command::Ping(Some(t)) | Command::Pong(t) => write!(f, "{verb} {t}"),
             Command::Serve(word) => write!(f, "{verb} {word}"),
+            Command::Guest(nick) => write!(f, "{verb} {nick}"),
         }
     }
 }

@@ -190,6 +190,7 @@ fn arguments(verb: Verb, args: &str, max_message_bytes: usize) -> Result<Command
         },
         Verb::Pong => Command::Pong(Token::parse(exactly(1)?[0]).ok_or(usage)?),
         Verb::Serve => Command::Serve(CommandWord::parse(exactly(1)?[0]).ok_or(usage)?),
+        Verb::Guest => Command::Guest(user(exactly(1)?[0])?),
     })
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot::error::TryRecvError;
 
-use super::error::{ChatError, Limit, Unavailable};
+use super::error::{ChatError, GuestRefusal, Limit, Unavailable};
 use super::model::{now_millis, ConnId, Event, Message, Millis, Posted, Topic};
 use super::names::{CommandWord, Password, RoomName, UserName};
 use super::outbox::Outbox;
@@ -38,6 +38,10 @@ pub enum Identity {
         name: UserName,
         serving: bool,
     },
+    /// A guest (where `[guests]` allows them): a nick that is no account's name, unique among
+    /// the guests online, with the guests' limits. Logging in or registering turns the connection
+    /// into the account's user.
+    Guest(UserName),
 }
 
 /// What a post became.
@@ -47,6 +51,9 @@ pub enum PostOutcome {
     Accepted,
     /// A bot command line, relayed live (never stored) to this many bots.
     Relayed { time: Millis, bots: usize },
+    /// A direct message from or to a guest: delivered live to this many connections of the
+    /// recipient, never stored (a guest's nick may become an account's name later).
+    Delivered { time: Millis, connections: usize },
 }
 
 /// A conversation: a room, or the one with another user.
@@ -205,10 +212,30 @@ impl<T> Client<T> {
         matches!(self.identity, Identity::Bot { .. })
     }
 
+    /// Logged in to an account (a user or a bot), not a guest.
+    pub fn is_member(&self) -> bool {
+        matches!(self.identity, Identity::User(_) | Identity::Bot { .. })
+    }
+
+    pub fn is_guest(&self) -> bool {
+        matches!(self.identity, Identity::Guest(_))
+    }
+
+    /// Whether `name` is a guest online now (for marking guests in lists).
+    pub fn is_guest_name(&self, name: &UserName) -> bool {
+        self.chat.users.is_guest(name, None)
+    }
+
+    /// The rooms this connection is in.
+    pub fn joined_rooms(&self) -> Vec<RoomName> {
+        self.joined.iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// The name this connection goes by: a member's account, or a guest's nick.
     fn user(&self) -> Result<UserName, ChatError> {
         match &self.identity {
             Identity::Anonymous => Err(ChatError::NotLoggedIn),
-            Identity::User(name) | Identity::Bot { name, .. } => Ok(name.clone()),
+            Identity::User(name) | Identity::Bot { name, .. } | Identity::Guest(name) => Ok(name.clone()),
         }
     }
 
@@ -220,29 +247,80 @@ impl<T> Client<T> {
         self.joined.iter().find(|h| h.name == *room)
     }
 
-    /// Creates an account and logs in as it.
+    /// Becomes a guest named `nick` (or renames a guest that is in no room yet).
+    pub async fn guest(&mut self, nick: &UserName) -> Result<UserName, ChatError> {
+        if !self.chat.guests.enabled {
+            return Err(ChatError::GuestsDisabled);
+        }
+        match &self.identity {
+            Identity::User(_) | Identity::Bot { .. } => return Err(ChatError::AlreadyLoggedIn),
+            Identity::Guest(current) if current == nick => return Ok(nick.clone()),
+            Identity::Guest(_) if !self.joined.is_empty() => return Err(ChatError::AlreadyLoggedIn),
+            Identity::Guest(_) | Identity::Anonymous => {}
+        }
+        if self.chat.store().account_hash(nick.clone()).await?.is_some() {
+            return Err(ChatError::NickIsAccount(nick.clone()));
+        }
+        if !self.chat.users.claim_guest(nick, self.outbox.clone()) {
+            return Err(ChatError::NickInUse(nick.clone()));
+        }
+        if let Identity::Guest(old) = &self.identity {
+            self.chat.users.leave(old, self.conn);
+        }
+        tracing::debug!(conn = self.conn, nick = %nick, "guest");
+        self.identity = Identity::Guest(nick.clone());
+        Ok(nick.clone())
+    }
+
+    /// Creates an account and logs in as it. A guest may: it becomes the account's user (see
+    /// `become_member`); the name must not be another guest's now.
     pub async fn register(&mut self, user: &UserName, password: &Password) -> Result<UserName, ChatError> {
-        if self.is_logged_in() {
+        if self.is_member() {
             return Err(ChatError::AlreadyLoggedIn);
         }
+        if self.chat.users.is_guest(user, Some(self.conn)) {
+            return Err(ChatError::NameTaken);
+        }
         let who = self.chat.accounts.register(user, password, self.peer).await?;
-        self.identity = Identity::User(who.user.clone());
-        self.chat.users.arrive(&who.user, self.outbox.clone());
+        self.become_member(Identity::User(who.user.clone())).await;
         Ok(who.user)
     }
 
     pub async fn login(&mut self, user: &UserName, password: &Password) -> Result<UserName, ChatError> {
-        if self.is_logged_in() {
+        if self.is_member() {
             return Err(ChatError::AlreadyLoggedIn);
         }
         let who = self.chat.accounts.login(user, password, self.peer).await?;
         tracing::debug!(conn = self.conn, user = %who.user, "logged in");
-        self.identity = match who.is_bot {
+        let identity = match who.is_bot {
             true => Identity::Bot { name: who.user.clone(), serving: false },
             false => Identity::User(who.user.clone()),
         };
-        self.chat.users.arrive(&who.user, self.outbox.clone());
+        self.become_member(identity).await;
         Ok(who.user)
+    }
+
+    /// Logs in as `identity`. A guest leaves its guest identity first: it parts the rooms it
+    /// joined as a guest (members see the guest leave) and gives up its nick, then re-joins those
+    /// rooms as the account's user (members see the user join). A room it cannot re-join (full)
+    /// is left; `joined_rooms` tells which remain.
+    async fn become_member(&mut self, identity: Identity) {
+        let mut rooms = Vec::new();
+        if let Identity::Guest(nick) = &self.identity {
+            rooms = std::mem::take(&mut self.joined);
+            for handle in &rooms {
+                handle.part(self.conn).await;
+            }
+            self.chat.users.leave(nick, self.conn);
+        }
+        self.identity = identity;
+        let me = self.user().expect("a member");
+        self.chat.users.arrive(&me, self.outbox.clone());
+        for handle in rooms {
+            if handle.join(self.conn, me.clone(), self.outbox.clone()).await.is_ok() {
+                self.joined.push(handle);
+            }
+        }
     }
 
     /// Leaves every room and logs out.
@@ -262,12 +340,18 @@ impl<T> Client<T> {
 
     pub async fn join(&mut self, room: &RoomName) -> Result<Joined, ChatError> {
         let user = self.user()?;
+        let guest = self.is_guest();
+        if guest && !self.chat.guests.may_join(room) {
+            return Err(ChatError::GuestRefused(GuestRefusal::Room(room.clone())));
+        }
         let already = self.joined(room).is_some();
-        if !already && self.joined.len() >= self.chat.rooms_per_connection {
+        let most = if guest { self.chat.guests.rooms_per_connection } else { self.chat.rooms_per_connection };
+        if !already && self.joined.len() >= most {
             return Err(ChatError::LimitReached(room.clone(), Limit::RoomsPerConnection));
         }
-        let handle = self.chat.rooms.get(room, self.chat.auto_create).await?;
-        let joined = handle.join(self.conn, user, self.outbox.clone()).await?;
+        // Guests never create rooms.
+        let handle = self.chat.rooms.get(room, self.chat.auto_create && !guest).await?;
+        let joined = handle.join_as(self.conn, user, guest, self.outbox.clone()).await?;
         if !already {
             self.joined.push(handle);
         }
@@ -301,8 +385,12 @@ impl<T> Client<T> {
             None if as_bot => self.chat.rooms.get(room, false).await?,
             None => return Err(ChatError::NotMember(room.clone())),
         };
-        let said = Said { conn: self.conn, user, text, as_bot };
+        let guest = self.is_guest();
+        let said = Said { conn: self.conn, user, text, as_bot, guest };
         if let Some(word) = CommandWord::of_bot_line(&said.text) {
+            if guest && !self.chat.guests.bot_commands {
+                return Err(ChatError::GuestRefused(GuestRefusal::BotCommand(room.clone())));
+            }
             let (time, bots) = handle.bot_command(said, word.clone()).await?;
             if bots == 0 {
                 return Err(ChatError::NoBot(room.clone(), word));
@@ -332,6 +420,10 @@ impl<T> Client<T> {
     /// pushed to every connection of both users but this one.
     pub async fn direct(&mut self, to: &UserName, text: String, tag: T) -> Result<PostOutcome, ChatError> {
         let me = self.user()?;
+        let guest = self.is_guest();
+        if guest || self.chat.users.is_guest(to, None) {
+            return self.direct_live(me, to, text).await;
+        }
         let conversation =
             self.chat.conversation(&me, to, true).await?.ok_or_else(|| ChatError::NoSuchUser(to.clone()))?;
         let store = self.chat.store();
@@ -342,6 +434,7 @@ impl<T> Client<T> {
                 time,
                 sender: me.clone(),
                 text,
+                guest: false,
             };
             let posted = Posted::new(msg, Some(self.conn));
             // Pushed while the conversation's order is held: events go out in id order.
@@ -354,6 +447,28 @@ impl<T> Client<T> {
         Ok(PostOutcome::Accepted)
     }
 
+    /// A direct message from or to a guest: pushed to the recipient's connections (and the
+    /// sender's others), never stored. A guest may write to another guest, and to a member only
+    /// where `[guests] direct_messages_to_members` allows it.
+    async fn direct_live(&mut self, me: UserName, to: &UserName, text: String) -> Result<PostOutcome, ChatError> {
+        let guest = self.is_guest();
+        let to_guest = self.chat.users.is_guest(to, Some(self.conn));
+        if guest && !to_guest {
+            if !self.chat.guests.direct_messages_to_members {
+                return Err(ChatError::GuestRefused(GuestRefusal::DirectMessage(to.clone())));
+            }
+            if self.chat.store().account_hash(to.clone()).await?.is_none() {
+                return Err(ChatError::NoSuchUser(to.clone()));
+            }
+        }
+        let time = now_millis();
+        let id = self.chat.store().next_message_id();
+        let msg = Message { id, room: RoomName::direct(&me, to), time, sender: me.clone(), text, guest };
+        let connections = if *to == me { 0 } else { self.chat.users.connections(to) };
+        self.chat.users.deliver(&[&me, to], &Event::Direct(Posted::new(msg, Some(self.conn))), self.conn);
+        Ok(PostOutcome::Delivered { time, connections })
+    }
+
     /// A room's topic (members only).
     pub async fn topic(&self, room: &RoomName) -> Result<Option<Topic>, ChatError> {
         self.user()?;
@@ -364,6 +479,9 @@ impl<T> Client<T> {
     /// Sets a room's topic (members only): stored first, then shown to the other members.
     pub async fn set_topic(&mut self, room: &RoomName, text: String) -> Result<Topic, ChatError> {
         let me = self.user()?;
+        if self.is_guest() {
+            return Err(ChatError::GuestRefused(GuestRefusal::Topic(room.clone())));
+        }
         if text.len() > TOPIC_MAX_BYTES {
             return Err(ChatError::TopicTooLong(TOPIC_MAX_BYTES));
         }
@@ -388,6 +506,8 @@ impl<T> Client<T> {
                 let handle = self.joined(room).ok_or_else(|| ChatError::NotMember(room.clone()))?;
                 (handle.room_id, room.clone())
             }
+            // A guest's direct messages are never stored.
+            Conversation::With(_) if self.is_guest() => return Ok(Vec::new()),
             Conversation::With(peer) => match self.chat.conversation(&me, peer, false).await? {
                 Some(c) => (c.id, RoomName::direct(&me, peer)),
                 None => return Ok(Vec::new()),
@@ -416,8 +536,10 @@ impl<T> Client<T> {
         let store = self.chat.store();
         let mut names: Vec<(RoomId, Conversation)> =
             self.joined.iter().map(|h| (h.room_id, Conversation::Room(h.name.clone()))).collect();
-        for (id, peer) in store.directs_of(me).await? {
-            names.push((id, Conversation::With(peer)));
+        if !self.is_guest() {
+            for (id, peer) in store.directs_of(me).await? {
+                names.push((id, Conversation::With(peer)));
+            }
         }
         let ids = names.iter().map(|(id, _)| *id).collect();
         let latest = store.latest_times(ids, after, before, limit).await?;
@@ -575,7 +697,8 @@ mod tests {
         let times = [100, 100, 100, 101, 101, 102, 102, 102, 102, 103];
         for (i, time) in times.into_iter().enumerate() {
             let sender = UserName::parse("alice").unwrap();
-            let msg = Message { id: store.next_message_id(), room: room.clone(), time, sender, text: format!("m{i}") };
+            let text = format!("m{i}");
+            let msg = Message { id: store.next_message_id(), room: room.clone(), time, sender, text, guest: false };
             assert_eq!(msg.id, i as u64 + 1);
             store.append(id, Posted::new(msg, None)).await.await.unwrap().unwrap();
         }

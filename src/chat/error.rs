@@ -36,6 +36,18 @@ pub enum ChatError {
     LimitReached(RoomName, Limit),
     #[error("no bot is connected that answers /{1}")]
     NoBot(RoomName, CommandWord),
+    /// Guest access is off on this server (`[guests] enabled = false`).
+    #[error("guest access is off on this server")]
+    GuestsDisabled,
+    /// A guest asked for a nick that is an account's name.
+    #[error("{0} is a registered account")]
+    NickIsAccount(UserName),
+    /// A guest asked for a nick another guest holds now.
+    #[error("{0} is in use by another guest")]
+    NickInUse(UserName),
+    /// Something guests may not do here.
+    #[error("guests may not {0}")]
+    GuestRefused(GuestRefusal),
     /// The command had no effect because a part of the server failed; trying again may work.
     #[error("server error ({0})")]
     Unavailable(Unavailable),
@@ -50,6 +62,22 @@ pub enum Limit {
     MembersPerRoom,
     #[error("the server has too many rooms")]
     Rooms,
+}
+
+/// What a guest was refused (see `[guests]` in chatd.toml).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestRefusal {
+    /// A room not open to guests.
+    #[error("join {0} (not open to guests)")]
+    Room(RoomName),
+    /// A direct message to a member (unless `direct_messages_to_members`).
+    #[error("send direct messages to members ({0})")]
+    DirectMessage(UserName),
+    /// A bot command line (unless `bot_commands`).
+    #[error("use bot commands in {0}")]
+    BotCommand(RoomName),
+    #[error("set the topic of {0}")]
+    Topic(RoomName),
 }
 
 /// What failed inside the server.

@@ -62,6 +62,41 @@ pub const HISTORY_PAGE: usize = 50;
 /// The longest topic a room may have, in bytes.
 pub const TOPIC_MAX_BYTES: usize = 390;
 
+/// What guests may do (`[guests]` in chatd.toml), as the core checks it.
+#[derive(Debug, Clone)]
+pub struct GuestPolicy {
+    pub enabled: bool,
+    /// The rooms guests may join; every existing room when `all_rooms`.
+    pub rooms: Vec<RoomName>,
+    pub all_rooms: bool,
+    pub rooms_per_connection: usize,
+    pub direct_messages_to_members: bool,
+    pub bot_commands: bool,
+    /// A guest connection's flood bucket.
+    pub flood_burst: u32,
+    pub flood_rate_per_sec: f64,
+}
+
+impl GuestPolicy {
+    pub fn from_config(config: &crate::config::GuestsSection) -> GuestPolicy {
+        GuestPolicy {
+            enabled: config.enabled,
+            rooms: config.rooms.iter().filter_map(|r| RoomName::parse(r)).collect(),
+            all_rooms: config.all_rooms,
+            rooms_per_connection: config.rooms_per_connection,
+            direct_messages_to_members: config.direct_messages_to_members,
+            bot_commands: config.bot_commands,
+            flood_burst: config.flood_burst,
+            flood_rate_per_sec: config.flood_rate_per_sec,
+        }
+    }
+
+    /// Whether guests may join `room` (if it exists: guests never create rooms).
+    pub fn may_join(&self, room: &RoomName) -> bool {
+        self.all_rooms || self.rooms.contains(room)
+    }
+}
+
 /// The core, shared by every connection.
 pub struct Chat {
     pub accounts: Accounts,
@@ -74,6 +109,8 @@ pub struct Chat {
     rooms_per_connection: usize,
     /// Whether JOIN creates a room that does not exist.
     auto_create: bool,
+    /// What guests may do.
+    pub guests: GuestPolicy,
 }
 
 impl Chat {
@@ -104,6 +141,7 @@ impl Chat {
             store,
             rooms_per_connection: config.limits.rooms_per_connection,
             auto_create: config.rooms.auto_create,
+            guests: GuestPolicy::from_config(&config.guests),
         })
     }
 }

@@ -29,6 +29,8 @@ pub struct Message {
     pub time: Millis,
     pub sender: UserName,
     pub text: String,
+    /// Sent by a guest (a nick, not an account: see `Identity::Guest`).
+    pub guest: bool,
 }
 
 /// How many front ends may cache a rendering of a message (see `Posted::rendered`).
@@ -41,7 +43,7 @@ pub struct RenderSlot(pub usize);
 impl Message {
     /// A message of `room` as the store gave it back.
     pub fn stored(room: &RoomName, m: crate::store::StoredMessage) -> Message {
-        Message { id: m.id, room: room.clone(), time: m.time, sender: m.sender, text: m.text }
+        Message { id: m.id, room: room.clone(), time: m.time, sender: m.sender, text: m.text, guest: m.guest }
     }
 }
 
@@ -85,6 +87,9 @@ impl crate::store::MessageRecord for Posted {
     fn text(&self) -> &str {
         &self.msg.text
     }
+    fn guest(&self) -> bool {
+        self.msg.guest
+    }
 }
 
 /// A bot command line (`/stock=aapl.us`) relayed live; never stored.
@@ -94,6 +99,8 @@ pub struct BotLine {
     pub time: Millis,
     pub sender: UserName,
     pub text: String,
+    /// Posted by a guest.
+    pub guest: bool,
 }
 
 /// A room's topic: its text, who set it and when.
@@ -116,6 +123,8 @@ pub struct TopicChange {
 pub struct Membership {
     pub room: RoomName,
     pub user: UserName,
+    /// The user is a guest.
+    pub guest: bool,
 }
 
 /// Messages a room accepted back to back, fanned out as one event: one queue slot and one wake-up

@@ -112,7 +112,7 @@ mod tests {
         use crate::chat::names::{RoomName, UserName};
         let line = |text: &str| {
             let (room, sender) = (RoomName::parse("r").unwrap(), UserName::parse("bob").unwrap());
-            Event::Command(std::sync::Arc::new(BotLine { room, time: 0, sender, text: text.into() }))
+            Event::Command(std::sync::Arc::new(BotLine { room, time: 0, sender, text: text.into(), guest: false }))
         };
         assert!(out.push(line(&"x".repeat(60))), "156 bytes");
         assert!(!out.push(line(&"x".repeat(60))), "second push exceeds 200 bytes");

@@ -42,19 +42,54 @@ pub struct Said {
     pub user: UserName,
     pub text: String,
     pub as_bot: bool,
+    /// Said by a guest.
+    pub guest: bool,
 }
 
 /// What the actor is asked to do.
 enum Ask {
-    Join { conn: ConnId, user: UserName, outbox: Outbox, reply: oneshot::Sender<Result<Joined, ChatError>> },
-    Part { conn: ConnId, reply: oneshot::Sender<bool> },
-    Post { said: Said, reply: oneshot::Sender<Result<Arc<Posted>, ChatError>> },
-    BotCommand { said: Said, word: CommandWord, reply: oneshot::Sender<Result<(Millis, usize), ChatError>> },
-    History { conn: ConnId, before: Option<u64>, limit: usize, reply: oneshot::Sender<Result<HistoryPage, ChatError>> },
-    Names { conn: ConnId, reply: oneshot::Sender<Result<Vec<UserName>, ChatError>> },
-    Topic { conn: ConnId, reply: oneshot::Sender<Result<Option<Topic>, ChatError>> },
-    SetTopic { conn: ConnId, topic: Topic, reply: oneshot::Sender<Result<(), ChatError>> },
-    Retract { id: u64 },
+    Join {
+        conn: ConnId,
+        user: UserName,
+        guest: bool,
+        outbox: Outbox,
+        reply: oneshot::Sender<Result<Joined, ChatError>>,
+    },
+    Part {
+        conn: ConnId,
+        reply: oneshot::Sender<bool>,
+    },
+    Post {
+        said: Said,
+        reply: oneshot::Sender<Result<Arc<Posted>, ChatError>>,
+    },
+    BotCommand {
+        said: Said,
+        word: CommandWord,
+        reply: oneshot::Sender<Result<(Millis, usize), ChatError>>,
+    },
+    History {
+        conn: ConnId,
+        before: Option<u64>,
+        limit: usize,
+        reply: oneshot::Sender<Result<HistoryPage, ChatError>>,
+    },
+    Names {
+        conn: ConnId,
+        reply: oneshot::Sender<Result<Vec<UserName>, ChatError>>,
+    },
+    Topic {
+        conn: ConnId,
+        reply: oneshot::Sender<Result<Option<Topic>, ChatError>>,
+    },
+    SetTopic {
+        conn: ConnId,
+        topic: Topic,
+        reply: oneshot::Sender<Result<(), ChatError>>,
+    },
+    Retract {
+        id: u64,
+    },
 }
 
 /// A room as loaded from the store.
@@ -131,7 +166,18 @@ impl RoomHandle {
     }
 
     pub async fn join(&self, conn: ConnId, user: UserName, outbox: Outbox) -> Result<Joined, ChatError> {
-        self.ask(|reply| Ask::Join { conn, user, outbox, reply }).await?
+        self.join_as(conn, user, false, outbox).await
+    }
+
+    /// Joins as a member (`guest` false) or as a guest (its JOIN and PART events say so).
+    pub async fn join_as(
+        &self,
+        conn: ConnId,
+        user: UserName,
+        guest: bool,
+        outbox: Outbox,
+    ) -> Result<Joined, ChatError> {
+        self.ask(|reply| Ask::Join { conn, user, guest, outbox, reply }).await?
     }
 
     /// Leaves; `false` if the connection was not a member.
@@ -177,6 +223,7 @@ impl RoomHandle {
 
 struct Member {
     user: UserName,
+    guest: bool,
     outbox: Outbox,
 }
 
@@ -248,8 +295,8 @@ impl Room {
             self.send_unsent();
         }
         match ask {
-            Ask::Join { conn, user, outbox, reply } => {
-                let _ = reply.send(self.join(conn, user, outbox));
+            Ask::Join { conn, user, guest, outbox, reply } => {
+                let _ = reply.send(self.join(conn, user, guest, outbox));
             }
             Ask::Part { conn, reply } => {
                 let _ = reply.send(self.remove(conn));
@@ -300,7 +347,7 @@ impl Room {
         }
     }
 
-    fn join(&mut self, conn: ConnId, user: UserName, outbox: Outbox) -> Result<Joined, ChatError> {
+    fn join(&mut self, conn: ConnId, user: UserName, guest: bool, outbox: Outbox) -> Result<Joined, ChatError> {
         if !self.members.contains_key(&conn) {
             if self.members.len() >= self.settings.members_per_room {
                 return Err(ChatError::LimitReached(self.name.clone(), Limit::MembersPerRoom));
@@ -312,11 +359,11 @@ impl Room {
             };
             if first {
                 self.broadcast(
-                    Event::Joined(Arc::new(Membership { room: self.name.clone(), user: user.clone() })),
+                    Event::Joined(Arc::new(Membership { room: self.name.clone(), user: user.clone(), guest })),
                     None,
                 );
             }
-            self.members.insert(conn, Member { user, outbox });
+            self.members.insert(conn, Member { user, guest, outbox });
             crate::metrics::metrics().members.inc();
             self.user_count.store(self.users.len(), Ordering::Relaxed);
         }
@@ -344,7 +391,8 @@ impl Room {
         };
         self.user_count.store(self.users.len(), Ordering::Relaxed);
         if last {
-            self.broadcast(Event::Parted(Arc::new(Membership { room: self.name.clone(), user: member.user })), None);
+            let (room, user, guest) = (self.name.clone(), member.user, member.guest);
+            self.broadcast(Event::Parted(Arc::new(Membership { room, user, guest })), None);
         }
         true
     }
@@ -406,6 +454,7 @@ impl Room {
             time: self.next_time(),
             sender: said.user,
             text: said.text,
+            guest: said.guest,
         };
         let posted = Posted::new(msg, Some(said.conn));
         self.unsent_bytes += posted.weight();
@@ -421,8 +470,8 @@ impl Room {
     fn bot_command(&mut self, said: Said, word: CommandWord) -> Result<(Millis, usize), ChatError> {
         self.may_post(&said)?;
         let (conn, time) = (said.conn, self.next_time());
-        let event =
-            Event::Command(Arc::new(BotLine { room: self.name.clone(), time, sender: said.user, text: said.text }));
+        let (sender, text, guest) = (said.user, said.text, said.guest);
+        let event = Event::Command(Arc::new(BotLine { room: self.name.clone(), time, sender, text, guest }));
         self.broadcast(event.clone(), Some(conn));
         let members = &self.members;
         let bots = self.bots.relay(&word, &event, |c| c == conn || members.contains_key(&c));
@@ -452,7 +501,7 @@ mod tests {
     }
 
     fn said(conn: ConnId, who: &str, text: &str) -> Said {
-        Said { conn, user: user(who), text: text.to_string(), as_bot: false }
+        Said { conn, user: user(who), text: text.to_string(), as_bot: false, guest: false }
     }
 
     async fn room(dir: &tempfile::TempDir) -> RoomHandle {

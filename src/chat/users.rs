@@ -12,6 +12,8 @@ use super::outbox::Outbox;
 struct Presence {
     outbox: Outbox,
     away: Option<Arc<str>>,
+    /// A guest's connection (a guest's nick has only this one).
+    guest: bool,
 }
 
 #[derive(Default)]
@@ -23,6 +25,8 @@ pub struct Users {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Online {
     pub connections: usize,
+    /// The user is a guest (a nick, not an account).
+    pub guest: bool,
     /// Set when every one of the user's connections is away: the latest away message.
     pub away: Option<Arc<str>>,
 }
@@ -30,7 +34,30 @@ pub struct Online {
 impl Users {
     pub fn arrive(&self, user: &UserName, outbox: Outbox) {
         let mut online = self.online.lock().unwrap_or_else(|p| p.into_inner());
-        online.entry(user.clone()).or_default().push(Presence { outbox, away: None });
+        online.entry(user.clone()).or_default().push(Presence { outbox, away: None, guest: false });
+    }
+
+    /// A guest takes `nick` for its connection; `false` when someone online has it (another guest,
+    /// or a member whose account was created since the nick was checked).
+    pub fn claim_guest(&self, nick: &UserName, outbox: Outbox) -> bool {
+        let mut online = self.online.lock().unwrap_or_else(|p| p.into_inner());
+        if online.contains_key(nick) {
+            return false;
+        }
+        online.insert(nick.clone(), vec![Presence { outbox, away: None, guest: true }]);
+        true
+    }
+
+    /// Whether a guest holds `nick` now (other than connection `except`).
+    pub fn is_guest(&self, nick: &UserName, except: Option<ConnId>) -> bool {
+        let online = self.online.lock().unwrap_or_else(|p| p.into_inner());
+        online.get(nick).is_some_and(|l| l.iter().any(|p| p.guest && Some(p.outbox.conn) != except))
+    }
+
+    /// How many connections of `user` are online.
+    pub fn connections(&self, user: &UserName) -> usize {
+        let online = self.online.lock().unwrap_or_else(|p| p.into_inner());
+        online.get(user).map_or(0, Vec::len)
     }
 
     pub fn leave(&self, user: &UserName, conn: ConnId) {
@@ -58,7 +85,7 @@ impl Users {
             true => list.iter().rev().find_map(|p| p.away.clone()),
             false => None,
         };
-        Some(Online { connections: list.len(), away })
+        Some(Online { connections: list.len(), guest: list.iter().any(|p| p.guest), away })
     }
 
     /// Pushes `event` to every connection of `users` but `except` (a queue that is full drops

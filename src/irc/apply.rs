@@ -99,7 +99,7 @@ async fn settle_owed(irc: &mut Irc, client: &mut IrcClient, out: &mut Vec<u8>) {
 async fn execute(irc: &mut Irc, client: &mut IrcClient, command: &str, m: &Message, r: &mut Reply) -> Flow {
     match command {
         "CAP" => register::cap(irc, m, r),
-        "NICK" => register::nick(irc, client, m, r),
+        "NICK" => register::nick(irc, client, m, r).await,
         "USER" => register::user(irc, m, r),
         "PASS" => register::pass(irc, m, r),
         "AUTHENTICATE" => register::authenticate(irc, client, m, r).await,
@@ -186,9 +186,22 @@ async fn privmsg(irc: &mut Irc, client: &mut IrcClient, m: &Message, command: &'
         };
         let label = r.take_label();
         let tag = PostTag { label: label.clone(), command };
-        if let Err(e) = client.direct(&to, text.clone(), tag).await {
-            r.set_label(label);
-            r.error(&e, command, target);
+        match client.direct(&to, text.clone(), tag).await {
+            // A guest's direct message is delivered live, not stored: echoed now.
+            Ok(PostOutcome::Delivered { time, .. }) => {
+                r.set_label(label);
+                if irc.state.caps.has(caps::ECHO_MESSAGE) {
+                    let (sender, guest) = register::sender(client).expect("logged in");
+                    let room = RoomName::direct(&sender, &to);
+                    let msg = ChatMessage { id: 0, room, time, sender, text: text.clone(), guest };
+                    r.push(reply::message_line(&irc.state, &irc.settings, &msg, command, target, Stamp::Relayed));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                r.set_label(label);
+                r.error(&e, command, target);
+            }
         }
         return;
     }
@@ -204,11 +217,11 @@ async fn privmsg(irc: &mut Irc, client: &mut IrcClient, m: &Message, command: &'
     let label = if bot_line { None } else { r.take_label() };
     let tag = PostTag { label: label.clone(), command };
     match client.post(&room, text.clone(), tag).await {
-        Ok(PostOutcome::Accepted) => {}
+        Ok(PostOutcome::Accepted | PostOutcome::Delivered { .. }) => {}
         Ok(PostOutcome::Relayed { time, .. }) => {
             if irc.state.caps.has(caps::ECHO_MESSAGE) {
-                let sender = register::account(client).expect("logged in");
-                let msg = ChatMessage { id: 0, room: room.clone(), time, sender, text: text.clone() };
+                let (sender, guest) = register::sender(client).expect("logged in");
+                let msg = ChatMessage { id: 0, room: room.clone(), time, sender, text: text.clone(), guest };
                 let target = chan(&room);
                 r.push(reply::message_line(&irc.state, &irc.settings, &msg, command, &target, Stamp::Relayed));
             }
@@ -252,13 +265,14 @@ async fn join_one(irc: &mut Irc, client: &mut IrcClient, name: &str, r: &mut Rep
     irc.state.joined.push(room.clone());
     let nick = irc.state.client().to_string();
     let target = chan(&room);
+    let guest = client.is_guest();
     let mut params = vec![target.clone()];
     if irc.state.caps.has(caps::EXTENDED_JOIN) {
-        params.push(nick.clone());
+        params.push(if guest { "*".to_string() } else { nick.clone() });
         params.push(irc.state.user.as_ref().map_or(nick.clone(), |(_, real)| real.clone()));
     }
     r.push(Message {
-        tags: reply::join_tags(irc.state.caps, &nick),
+        tags: reply::join_tags(irc.state.caps, &nick, guest),
         source: Some(reply::user_source(&nick)),
         command: "JOIN".into(),
         params,
@@ -458,7 +472,13 @@ async fn whois(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
     if info.is_bot {
         r.numeric("335", &[&who, "is a bot"]);
     }
-    if me || info.online.is_some() {
+    let guest = match me {
+        true => client.is_guest(),
+        false => info.online.as_ref().is_some_and(|o| o.guest),
+    };
+    if guest {
+        r.numeric("320", &[&who, "is a guest (not logged in to an account)"]);
+    } else if me || info.online.is_some() {
         r.numeric("330", &[&who, &who, "is logged in as"]);
     }
     r.numeric("318", &[&who, "End of /WHOIS list"]);
@@ -567,7 +587,7 @@ async fn topic(irc: &Irc, client: &mut IrcClient, m: &Message, r: &mut Reply) {
         Some(text) => match client.set_topic(&room, text.clone()).await {
             Ok(topic) => {
                 let me = irc.state.client().to_string();
-                let tags = reply::message_tags(irc.state.caps, &irc.settings, topic.time, None, &me);
+                let tags = reply::message_tags(irc.state.caps, &irc.settings, topic.time, None, &me, false);
                 r.push(Message {
                     tags,
                     source: Some(reply::user_source(&me)),

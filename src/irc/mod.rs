@@ -116,6 +116,9 @@ pub struct State {
     pub away: Option<String>,
     /// User mode `i` (set by the client; chatd has no hidden users, it only reports it).
     pub invisible: bool,
+    /// The nick last refused for a guest (433): registration waits for another NICK or a login
+    /// instead of asking again after every line.
+    pub refused_nick: Option<String>,
     next_batch: u64,
 }
 

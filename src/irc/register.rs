@@ -75,7 +75,7 @@ pub fn cap(irc: &mut Irc, m: &Message, r: &mut Reply) {
 }
 
 /// NICK: any valid name before logging in; after, the nick is the account name.
-pub fn nick(irc: &mut Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
+pub async fn nick(irc: &mut Irc, client: &mut IrcClient, m: &Message, r: &mut Reply) {
     let Some(wanted) = m.params.first().filter(|n| !n.is_empty()) else {
         r.numeric("431", &["No nickname given"]);
         return;
@@ -89,6 +89,16 @@ pub fn nick(irc: &mut Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
             r.numeric("432", &[wanted, "Erroneous nickname: your nick is your account name"]);
         }
         return;
+    }
+    if client.is_guest() {
+        // A guest's nick is checked by the core: no account's name, no other guest's.
+        match client.guest(&name).await {
+            Ok(_) => {}
+            Err(ChatError::AlreadyLoggedIn) => {
+                return r.numeric("447", &[wanted, "Guests cannot change nickname while in channels"]);
+            }
+            Err(e) => return r.error(&e, "NICK", wanted),
+        }
     }
     let st = &mut irc.state;
     let old = st.nick.replace(name.as_str().to_string());
@@ -129,15 +139,32 @@ pub fn pass(irc: &mut Irc, m: &Message, r: &mut Reply) {
 pub fn account(client: &IrcClient) -> Option<UserName> {
     use crate::chat::client::Identity;
     match client.identity() {
-        Identity::Anonymous => None,
+        Identity::Anonymous | Identity::Guest(_) => None,
         Identity::User(name) | Identity::Bot { name, .. } => Some(name.clone()),
     }
 }
 
+/// The name this connection posts as, and whether it is a guest's nick.
+pub fn sender(client: &IrcClient) -> Option<(UserName, bool)> {
+    use crate::chat::client::Identity;
+    match client.identity() {
+        Identity::Anonymous => None,
+        Identity::Guest(nick) => Some((nick.clone(), true)),
+        Identity::User(name) | Identity::Bot { name, .. } => Some((name.clone(), false)),
+    }
+}
+
 /// After a login or registration as `account`: the nick becomes the account name (a NICK change
-/// when the client was told another one), and 900 says so.
-fn logged_in(irc: &mut Irc, account: &UserName, r: &mut Reply) {
+/// when the client was told another one), and 900 says so. A guest's channels were re-joined as
+/// the account's user by the core; one it could not re-join is parted.
+fn logged_in(irc: &mut Irc, client: &IrcClient, account: &UserName, r: &mut Reply) {
     let st = &mut irc.state;
+    let still = client.joined_rooms();
+    for room in st.joined.iter().filter(|room| !still.contains(room)) {
+        let old = st.nick.clone().unwrap_or_default();
+        r.raw(Some(&reply::user_source(&old)), "PART", &[&format!("#{room}")]);
+    }
+    st.joined.retain(|room| still.contains(room));
     let new = account.as_str();
     if st.registered {
         if let Some(old) = st.nick.as_deref().filter(|old| *old != new) {
@@ -158,7 +185,7 @@ pub async fn maybe_welcome(irc: &mut Irc, client: &mut IrcClient, r: &mut Reply)
         return Flow::Continue;
     }
     if let Some(pass) = irc.state.pass.take() {
-        if !client.is_logged_in() {
+        if !client.is_member() {
             let (user, password) = match pass.split_once(':') {
                 Some((user, password)) => (user.to_string(), password.to_string()),
                 None => (irc.state.client().to_string(), pass),
@@ -168,7 +195,7 @@ pub async fn maybe_welcome(irc: &mut Irc, client: &mut IrcClient, r: &mut Reply)
                 _ => Err(ChatError::BadCredentials),
             };
             match result {
-                Ok(account) => logged_in(irc, &account, r),
+                Ok(account) => logged_in(irc, client, &account, r),
                 Err(e) => {
                     if let ChatError::Throttled(secs) = e {
                         r.notice(&format!("too many failed logins, wait {secs} seconds and try again"));
@@ -178,6 +205,19 @@ pub async fn maybe_welcome(irc: &mut Irc, client: &mut IrcClient, r: &mut Reply)
                     return Flow::Close;
                 }
             }
+        }
+    }
+    if !client.is_logged_in() && irc.settings.chat.guests.enabled {
+        // Guests on: NICK and USER alone make a guest, unless the nick is an account's (or
+        // another guest's): 433, and registration waits for another NICK or a login.
+        let Some(nick) = irc.state.nick.as_deref().and_then(UserName::parse) else { return Flow::Continue };
+        if irc.state.refused_nick.as_deref() == Some(nick.as_str()) {
+            return Flow::Continue;
+        }
+        if let Err(e) = client.guest(&nick).await {
+            irc.state.refused_nick = Some(nick.as_str().to_string());
+            r.error(&e, "NICK", nick.as_str());
+            return Flow::Continue;
         }
     }
     irc.state.registered = true;
@@ -201,7 +241,17 @@ fn welcome(irc: &mut Irc, client: &IrcClient, r: &mut Reply) {
     }
     lusers(irc, r);
     motd(irc, r);
-    if !client.is_logged_in() {
+    if client.is_guest() {
+        let guests = &irc.settings.chat.guests;
+        let rooms = match guests.all_rooms {
+            true => "every channel".to_string(),
+            false => guests.rooms.iter().map(|r| format!("#{r}")).collect::<Vec<_>>().join(" "),
+        };
+        r.notice(&format!(
+            "You are a guest (not logged in to an account); guests may join: {rooms}. To become a member, {}",
+            reply::log_in_hint()
+        ));
+    } else if !client.is_logged_in() {
         r.notice(&format!("{} (/msg NickServ HELP explains)", reply::not_logged_in_text()));
     }
 }
@@ -261,7 +311,7 @@ pub async fn authenticate(irc: &mut Irc, client: &mut IrcClient, m: &Message, r:
         return;
     };
     let Some(sasl) = irc.state.sasl.as_mut() else {
-        if client.is_logged_in() {
+        if client.is_member() {
             r.numeric("907", &["You have already authenticated using SASL"]);
         } else if param.eq_ignore_ascii_case("PLAIN") {
             irc.state.sasl = Some(Sasl::default());
@@ -296,7 +346,7 @@ pub async fn authenticate(irc: &mut Irc, client: &mut IrcClient, m: &Message, r:
     };
     match client.login(&user, &password).await {
         Ok(account) => {
-            logged_in(irc, &account, r);
+            logged_in(irc, client, &account, r);
             r.numeric("903", &["SASL authentication successful"]);
         }
         Err(e) => {
@@ -375,7 +425,7 @@ pub async fn register(irc: &mut Irc, client: &mut IrcClient, m: &Message, r: &mu
         },
         name => name.to_string(),
     };
-    if client.is_logged_in() {
+    if client.is_member() {
         r.fail("REGISTER", "ALREADY_AUTHENTICATED", &[&wanted], "You are already logged in");
         return;
     }
@@ -392,7 +442,7 @@ pub async fn register(irc: &mut Irc, client: &mut IrcClient, m: &Message, r: &mu
     match client.register(&user, &password).await {
         Ok(account) => {
             r.server("REGISTER", &["SUCCESS", account.as_str(), "Account created, you are logged in"]);
-            logged_in(irc, &account, r);
+            logged_in(irc, client, &account, r);
         }
         Err(e) => {
             let (code, why) = match &e {
@@ -415,7 +465,7 @@ pub async fn nickserv(irc: &mut Irc, client: &mut IrcClient, text: &str, r: &mut
                 return r.nickserv("Syntax: REGISTER <password> (your account is named after your nick)");
             };
             let Some(nick) = irc.state.nick.clone() else { return r.nickserv("Send NICK first") };
-            if client.is_logged_in() {
+            if client.is_member() {
                 return r.nickserv("You are already logged in");
             }
             let (Some(user), Some(password)) = (UserName::parse(&nick), Password::parse(password)) else {
@@ -424,7 +474,7 @@ pub async fn nickserv(irc: &mut Irc, client: &mut IrcClient, text: &str, r: &mut
             match client.register(&user, &password).await {
                 Ok(account) => {
                     r.nickserv(&format!("Account {account} created, you are logged in"));
-                    logged_in(irc, &account, r);
+                    logged_in(irc, client, &account, r);
                 }
                 Err(ChatError::NameTaken) => {
                     r.nickserv(&format!("{user} is already registered; IDENTIFY <password> to log in"))
@@ -438,7 +488,7 @@ pub async fn nickserv(irc: &mut Irc, client: &mut IrcClient, text: &str, r: &mut
                 [account, password] => (account.to_string(), password),
                 _ => return r.nickserv("Syntax: IDENTIFY [account] <password>"),
             };
-            if client.is_logged_in() {
+            if client.is_member() {
                 return r.nickserv("You are already logged in");
             }
             let result = match (UserName::parse(&account), Password::parse(password)) {
@@ -448,7 +498,7 @@ pub async fn nickserv(irc: &mut Irc, client: &mut IrcClient, text: &str, r: &mut
             match result {
                 Ok(account) => {
                     r.nickserv(&format!("You are now identified for {account}"));
-                    logged_in(irc, &account, r);
+                    logged_in(irc, client, &account, r);
                 }
                 Err(e) => r.nickserv(&format!("Login failed: {e}")),
             }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::caps::{self, Caps};
 use super::wire::Message;
 use super::{Settings, State};
-use crate::chat::error::{ChatError, Limit};
+use crate::chat::error::{ChatError, GuestRefusal, Limit};
 use crate::chat::model::{format_time, ConnId, Event, Message as ChatMessage, Millis, RenderSlot};
 
 /// The IRC front end's rendering of a message (its tagless line), cached in the message as it fans
@@ -146,6 +146,30 @@ impl Reply {
             ChatError::TopicTooLong(max) => {
                 self.fail(command, "INVALID_PARAMS", &[target], &format!("Topic too long (at most {max} bytes)"))
             }
+            ChatError::GuestsDisabled => self.numeric("451", &[&not_logged_in_text()]),
+            ChatError::NickIsAccount(nick) => {
+                let why = format!("Nickname is a registered account ({})", log_in_hint());
+                self.numeric("433", &[nick.as_str(), &why]);
+                self.nickserv(&format!("{nick} is registered: /msg NickServ IDENTIFY {nick} <password> to log in"));
+            }
+            ChatError::NickInUse(nick) => {
+                self.numeric("433", &[nick.as_str(), "Nickname is already in use (by a guest)"])
+            }
+            ChatError::GuestRefused(GuestRefusal::Room(_)) => self.numeric(
+                "477",
+                &[target, &format!("Cannot join channel: it is not open to guests ({})", log_in_hint())],
+            ),
+            ChatError::GuestRefused(GuestRefusal::BotCommand(_)) => self.numeric(
+                "404",
+                &[target, &format!("Cannot send to channel: guests may not use bot commands ({})", log_in_hint())],
+            ),
+            ChatError::GuestRefused(GuestRefusal::Topic(_)) => {
+                self.numeric("482", &[target, &format!("Guests may not set topics ({})", log_in_hint())])
+            }
+            ChatError::GuestRefused(GuestRefusal::DirectMessage(_)) => self.numeric(
+                "486",
+                &[target, &format!("Guests may not send private messages to members ({})", log_in_hint())],
+            ),
             ChatError::BadReference => {
                 self.fail(command, "INVALID_PARAMS", &[target], "TARGETS takes timestamps, not msgids")
             }
@@ -204,6 +228,11 @@ pub fn not_logged_in_text() -> String {
         .into()
 }
 
+/// How a guest becomes a member, in IRC terms.
+pub fn log_in_hint() -> &'static str {
+    "log in with SASL or /msg NickServ IDENTIFY <account> <password>, or /msg NickServ REGISTER <password>"
+}
+
 /// Where a message's tags come from: a stored message has an id, a relayed bot line only a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stamp {
@@ -212,13 +241,14 @@ pub enum Stamp {
 }
 
 /// The tags a connection with `caps` gets on a message from `sender` at `time` (with `id` when
-/// stored).
+/// stored). A guest has no account, so no `account` tag.
 pub fn message_tags(
     caps: Caps,
     settings: &Settings,
     time: Millis,
     id: Option<u64>,
     sender: &str,
+    guest: bool,
 ) -> Vec<(String, Option<String>)> {
     let mut tags = Vec::new();
     if caps.has(caps::SERVER_TIME) {
@@ -229,7 +259,7 @@ pub fn message_tags(
             tags.push(("msgid".into(), Some(id.to_string())));
         }
     }
-    if caps.has(caps::ACCOUNT_TAG) {
+    if caps.has(caps::ACCOUNT_TAG) && !guest {
         tags.push(("account".into(), Some(sender.to_string())));
     }
     if caps.has(caps::MESSAGE_TAGS) && settings.is_bot(sender) {
@@ -250,7 +280,7 @@ pub fn message_line(
 ) -> Message {
     let id = (stamp == Stamp::Stored).then_some(m.id);
     Message {
-        tags: message_tags(state.caps, settings, m.time, id, m.sender.as_str()),
+        tags: message_tags(state.caps, settings, m.time, id, m.sender.as_str(), m.guest),
         source: Some(user_source(m.sender.as_str())),
         command: command.into(),
         params: vec![target.into(), m.text.clone()],
@@ -292,7 +322,7 @@ fn write_tags(tags: &[(String, Option<String>)], out: &mut Vec<u8>) {
 
 fn write_posted(state: &State, settings: &Settings, p: &crate::chat::model::Posted, out: &mut Vec<u8>) {
     let m = &p.msg;
-    write_tags(&message_tags(state.caps, settings, m.time, Some(m.id), m.sender.as_str()), out);
+    write_tags(&message_tags(state.caps, settings, m.time, Some(m.id), m.sender.as_str(), m.guest), out);
     out.extend_from_slice(p.rendered(IRC_RENDERING, message_body));
 }
 
@@ -303,7 +333,7 @@ pub fn event(state: &State, settings: &Settings, ev: &Event, to: ConnId, out: &m
         Event::Topic(t) => {
             let setter = t.topic.set_by.as_str();
             Message {
-                tags: message_tags(state.caps, settings, t.topic.time, None, setter),
+                tags: message_tags(state.caps, settings, t.topic.time, None, setter, false),
                 source: Some(user_source(setter)),
                 command: "TOPIC".into(),
                 params: vec![format!("#{}", t.room), t.topic.text.clone()],
@@ -316,7 +346,7 @@ pub fn event(state: &State, settings: &Settings, ev: &Event, to: ConnId, out: &m
             }
         }
         Event::Command(c) => {
-            let mut tags = message_tags(state.caps, settings, c.time, None, c.sender.as_str());
+            let mut tags = message_tags(state.caps, settings, c.time, None, c.sender.as_str(), c.guest);
             tags.retain(|(k, _)| k != "msgid");
             Message {
                 tags,
@@ -330,16 +360,16 @@ pub fn event(state: &State, settings: &Settings, ev: &Event, to: ConnId, out: &m
             let user = m.user.as_str();
             let mut params = vec![format!("#{}", m.room)];
             if state.caps.has(caps::EXTENDED_JOIN) {
-                params.push(user.to_string());
+                params.push(if m.guest { "*".to_string() } else { user.to_string() });
                 params.push(user.to_string());
             }
-            let tags = join_tags(state.caps, user);
+            let tags = join_tags(state.caps, user, m.guest);
             Message { tags, source: Some(user_source(user)), command: "JOIN".into(), params }.write(out);
         }
         Event::Parted(m) => {
             let user = m.user.as_str();
             Message {
-                tags: join_tags(state.caps, user),
+                tags: join_tags(state.caps, user, m.guest),
                 source: Some(user_source(user)),
                 command: "PART".into(),
                 params: vec![format!("#{}", m.room)],
@@ -349,9 +379,9 @@ pub fn event(state: &State, settings: &Settings, ev: &Event, to: ConnId, out: &m
     }
 }
 
-/// The tags on a JOIN or PART: the account (account-tag).
-pub fn join_tags(caps: Caps, user: &str) -> Vec<(String, Option<String>)> {
-    match caps.has(caps::ACCOUNT_TAG) {
+/// The tags on a JOIN or PART: the account (account-tag); none for a guest.
+pub fn join_tags(caps: Caps, user: &str, guest: bool) -> Vec<(String, Option<String>)> {
+    match caps.has(caps::ACCOUNT_TAG) && !guest {
         true => vec![("account".into(), Some(user.to_string()))],
         false => Vec::new(),
     }

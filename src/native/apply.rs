@@ -99,8 +99,18 @@ async fn execute(
             r.topic(&room, Some(&topic));
         }
         Command::Dm { to, text } => {
-            // Acknowledged once durable, like MSG (see `Native::settled`).
-            client.direct(&to, text, label).await?;
+            // Acknowledged once durable, like MSG (see `Native::settled`); a guest's direct
+            // message is delivered live, not stored, and answered now.
+            if let PostOutcome::Delivered { time, connections } = client.direct(&to, text, label).await? {
+                settle_owed(client, r.out).await;
+                let text = format!("delivered live to {connections} connection(s), not stored (guest)");
+                r.ok(&[to.as_str(), "-", &format_time(time)], Some(&text));
+            }
+        }
+        Command::Guest(nick) => {
+            let nick = client.guest(&nick).await?;
+            let text = format!("you are a guest as {nick}; REGISTER or LOGIN any time to become a member");
+            r.ok(&[nick.as_str()], Some(&text));
         }
         Command::Ping(token) => ping(token, r),
         Command::Pong(_) => {}
@@ -163,7 +173,8 @@ async fn join(client: &mut NativeClient, room: &RoomName, r: &mut Replies<'_>) -
 async fn names(client: &NativeClient, room: &RoomName, r: &mut Replies<'_>) -> Result<(), ChatError> {
     let names = client.names(room).await?;
     for name in &names {
-        r.line(120, &[room.as_str(), name.as_str()], None);
+        let shown = super::reply::shown_name(name, client.is_guest_name(name));
+        r.line(120, &[room.as_str(), &shown], None);
     }
     r.ok(&[room.as_str(), &names.len().to_string()], Some("users listed"));
     Ok(())
@@ -179,7 +190,7 @@ async fn msg(
     r: &mut Replies<'_>,
 ) -> Result<(), ChatError> {
     match client.post(room, text, label).await? {
-        PostOutcome::Accepted => {}
+        PostOutcome::Accepted | PostOutcome::Delivered { .. } => {}
         PostOutcome::Relayed { time, bots } => {
             r.ok(&[room.as_str(), "-", &format_time(time)], Some(&format!("relayed to {bots} bot(s)")));
         }

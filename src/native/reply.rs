@@ -7,8 +7,19 @@ use chatd_proto::names::Label;
 use chatd_proto::parse::ParseError;
 
 use crate::chat::error::ChatError;
+use crate::chat::error::GuestRefusal;
 use crate::chat::model::{format_time, ConnId, Event, Message, RenderSlot, Topic};
-use crate::chat::names::RoomName;
+use crate::chat::names::{RoomName, UserName};
+use std::borrow::Cow;
+
+/// A sender or member as the native protocol shows it: a guest's nick with `~` in front (no user
+/// name starts with `~`, so `~bob` is never the account `bob`), a member's name as it is.
+pub fn shown_name(name: &UserName, guest: bool) -> Cow<'_, str> {
+    match guest {
+        true => Cow::Owned(format!("~{name}")),
+        false => Cow::Borrowed(name.as_str()),
+    }
+}
 
 /// The native front end's rendering of a message, cached in the message as it fans out.
 pub const NATIVE_RENDERING: RenderSlot = RenderSlot(0);
@@ -32,7 +43,7 @@ impl Replies<'_> {
     /// A `130` line for a stored message (`shown_as`: the conversation as the command named it).
     pub fn message(&mut self, shown_as: &str, m: &Message) {
         let (id, time) = (m.id.to_string(), format_time(m.time));
-        self.line(130, &[shown_as, &id, &time, m.sender.as_str()], Some(&m.text));
+        self.line(130, &[shown_as, &id, &time, &shown_name(&m.sender, m.guest)], Some(&m.text));
     }
 
     /// A room's topic: `<room> <setter> <time> :<text>`, or `<room> :no topic is set`.
@@ -53,7 +64,15 @@ impl Replies<'_> {
         let secs;
         let fields: Vec<&str> = match e {
             ChatError::NoSuchRoom(room) | ChatError::LimitReached(room, _) => vec![room.as_str()],
-            ChatError::NoSuchUser(user) => vec![user.as_str()],
+            ChatError::NoSuchUser(user) | ChatError::NickIsAccount(user) | ChatError::NickInUse(user) => {
+                vec![user.as_str()]
+            }
+            ChatError::GuestRefused(
+                GuestRefusal::Room(room) | GuestRefusal::BotCommand(room) | GuestRefusal::Topic(room),
+            ) => {
+                vec![room.as_str()]
+            }
+            ChatError::GuestRefused(GuestRefusal::DirectMessage(user)) => vec![user.as_str()],
             ChatError::NoBot(room, word) => vec![room.as_str(), word.as_str()],
             ChatError::Throttled(s) => {
                 secs = s.to_string();
@@ -82,6 +101,10 @@ pub fn code(e: &ChatError) -> u16 {
         Throttled(_) => 412,
         LimitReached(..) => 418,
         NoBot(..) => 419,
+        GuestsDisabled => 424,
+        NickIsAccount(_) => 425,
+        NickInUse(_) => 426,
+        GuestRefused(_) => 427,
         Unavailable(_) => 500,
     }
 }
@@ -91,6 +114,14 @@ fn text(e: &ChatError) -> String {
     match e {
         ChatError::NotLoggedIn => "log in first (LOGIN <user> <password> or REGISTER <user> <password>)".into(),
         ChatError::AlreadyLoggedIn => "already logged in (LOGOUT first)".into(),
+        ChatError::GuestsDisabled => {
+            "guest access is off on this server: LOGIN <user> <password> or REGISTER <user> <password>".into()
+        }
+        ChatError::NickIsAccount(nick) => {
+            format!("{nick} is a registered account: LOGIN {nick} <password>, or choose another nick")
+        }
+        ChatError::NickInUse(nick) => format!("{nick} is in use by another guest, choose another nick"),
+        ChatError::GuestRefused(what) => format!("guests may not {what}; REGISTER or LOGIN to become a member"),
         ChatError::Unavailable(what) => format!("server error ({what}); the command had no effect, try again"),
         other => other.to_string(),
     }
@@ -100,7 +131,7 @@ fn text(e: &ChatError) -> String {
 pub fn message_event(m: &Message) -> Bytes {
     let mut out = Vec::with_capacity(m.text.len() + 80);
     let (id, time) = (m.id.to_string(), format_time(m.time));
-    write_event(&mut out, "MSG", &[m.room.as_str(), &id, &time, m.sender.as_str()], Some(&m.text));
+    write_event(&mut out, "MSG", &[m.room.as_str(), &id, &time, &shown_name(&m.sender, m.guest)], Some(&m.text));
     Bytes::from(out)
 }
 
@@ -109,7 +140,7 @@ pub fn direct_event(m: &Message) -> Bytes {
     let mut out = Vec::with_capacity(m.text.len() + 80);
     let (id, time) = (m.id.to_string(), format_time(m.time));
     let to = m.room.other_peer(&m.sender).unwrap_or_else(|| m.sender.clone());
-    write_event(&mut out, "DM", &[&id, &time, m.sender.as_str(), to.as_str()], Some(&m.text));
+    write_event(&mut out, "DM", &[&id, &time, &shown_name(&m.sender, m.guest), to.as_str()], Some(&m.text));
     Bytes::from(out)
 }
 
@@ -124,10 +155,10 @@ pub fn event(out: &mut Vec<u8>, ev: &Event, to: ConnId) {
         }
         Event::Command(c) => {
             let time = format_time(c.time);
-            write_event(out, "CMD", &[c.room.as_str(), &time, c.sender.as_str()], Some(&c.text));
+            write_event(out, "CMD", &[c.room.as_str(), &time, &shown_name(&c.sender, c.guest)], Some(&c.text));
         }
-        Event::Joined(m) => write_event(out, "JOIN", &[m.room.as_str(), m.user.as_str()], None),
-        Event::Parted(m) => write_event(out, "PART", &[m.room.as_str(), m.user.as_str()], None),
+        Event::Joined(m) => write_event(out, "JOIN", &[m.room.as_str(), &shown_name(&m.user, m.guest)], None),
+        Event::Parted(m) => write_event(out, "PART", &[m.room.as_str(), &shown_name(&m.user, m.guest)], None),
         Event::Topic(c) => {
             let (room, t) = (&c.room, &c.topic);
             write_event(out, "TOPIC", &[room.as_str(), t.set_by.as_str(), &format_time(t.time)], Some(&t.text));

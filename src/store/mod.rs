@@ -29,6 +29,8 @@ pub struct StoredMessage {
     pub time: Millis,
     pub sender: UserName,
     pub text: String,
+    /// Sent by a guest: `sender` is a guest's nick, not an account.
+    pub guest: bool,
 }
 
 /// A room as the store knows it.
@@ -78,6 +80,9 @@ pub trait MessageRecord: Send + Sync {
     fn time(&self) -> Millis;
     fn sender(&self) -> &str;
     fn text(&self) -> &str;
+    /// Whether the sender is a guest (stored with the message: an account registered later under
+    /// the same name is not its sender).
+    fn guest(&self) -> bool;
 }
 
 /// Resolves once an appended message is durable (or could not be stored).

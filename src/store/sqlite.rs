@@ -18,7 +18,7 @@ use crate::config::StorageSection;
 
 /// `chat` in ASCII: marks a file as chatd's database.
 const APPLICATION_ID: i32 = 0x6368_6174;
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE accounts (
@@ -55,6 +55,11 @@ CREATE TABLE directs (
 );
 CREATE INDEX directs_by_a ON directs(a);
 CREATE INDEX directs_by_b ON directs(b);
+";
+
+/// What version 3 added: whether a message's sender was a guest (a nick, not an account).
+const SCHEMA_3: &str = "
+ALTER TABLE messages ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;
 ";
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -244,7 +249,7 @@ impl Sqlite {
 
     pub async fn messages(&self, room: RoomId, range: Range) -> Result<Vec<StoredMessage>, StoreError> {
         self.read(move |c| {
-            let mut sql = String::from("SELECT id, ts_ms, sender, text FROM messages WHERE room_id = ?1");
+            let mut sql = String::from("SELECT id, ts_ms, sender, text, guest FROM messages WHERE room_id = ?1");
             if let Some(after) = range.after {
                 let (op, at_time) = if after.inclusive { (">=", -1) } else { (">", i64::MAX) };
                 sql += &format!(" AND (ts_ms, id) {op} {}", position(after.at, at_time));
@@ -298,7 +303,7 @@ impl Sqlite {
         self.read(move |c| {
             let before = before.map(|b| b as i64).unwrap_or(i64::MAX);
             let mut stmt = c.prepare_cached(
-                "SELECT id, ts_ms, sender, text FROM messages WHERE room_id = ?1 AND id < ?2 \
+                "SELECT id, ts_ms, sender, text, guest FROM messages WHERE room_id = ?1 AND id < ?2 \
                  ORDER BY ts_ms DESC, id DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![room, before, limit as i64], stored_message)?;
@@ -318,11 +323,12 @@ impl Sqlite {
     }
 }
 
-/// A message row (`id, ts_ms, sender, text`).
+/// A message row (`id, ts_ms, sender, text, guest`).
 fn stored_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let sender: String = r.get(2)?;
     let sender = UserName::parse(&sender).unwrap_or_else(|| UserName::parse("unknown").expect("a valid name"));
-    Ok(StoredMessage { id: r.get::<_, i64>(0)? as u64, time: r.get(1)?, sender, text: r.get(3)? })
+    let guest = r.get::<_, i64>(4)? != 0;
+    Ok(StoredMessage { id: r.get::<_, i64>(0)? as u64, time: r.get(1)?, sender, text: r.get(3)?, guest })
 }
 
 /// A position in a conversation as an SQL row value `(ts_ms, id)`. A message id stands for its
@@ -359,7 +365,7 @@ fn open_checked(path: &Path, options: &StorageSection) -> Result<Connection, Sto
         conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
     if app_id == 0 && tables == 0 {
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; BEGIN; {SCHEMA} {SCHEMA_2} PRAGMA application_id = {APPLICATION_ID}; \
+            "PRAGMA journal_mode = WAL; BEGIN; {SCHEMA} {SCHEMA_2} {SCHEMA_3} PRAGMA application_id = {APPLICATION_ID}; \
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
     } else if app_id != APPLICATION_ID {
@@ -370,6 +376,11 @@ fn open_checked(path: &Path, options: &StorageSection) -> Result<Connection, Sto
         // Upgrade in place, in one transaction: a failure leaves the version-1 database as it was.
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA_2} PRAGMA user_version = 2; COMMIT;"))?;
         version = 2;
+    }
+    if version == 2 {
+        // The same for 2 -> 3: every message stored before is a member's.
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA_3} PRAGMA user_version = 3; COMMIT;"))?;
+        version = 3;
     }
     if version != SCHEMA_VERSION {
         return Err(foreign(format!("schema version {version}, this chatd knows {SCHEMA_VERSION}")));
@@ -516,8 +527,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreE
     let now = chrono::Utc::now().timestamp_millis();
     Ok(match op {
         WriteOp::Append { message: m, room, .. } => {
-            tx.prepare_cached("INSERT INTO messages (id, room_id, ts_ms, sender, text) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![m.id() as i64, room, m.time(), m.sender(), m.text()])?;
+            tx.prepare_cached(
+                "INSERT INTO messages (id, room_id, ts_ms, sender, text, guest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![m.id() as i64, room, m.time(), m.sender(), m.text(), m.guest() as i64])?;
             Outcome::Unit
         }
         WriteOp::CreateAccount { name, hash, .. } => {
@@ -559,4 +572,32 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreE
         }
         WriteOp::Probe { .. } | WriteOp::Shutdown => Outcome::Unit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-2 database (as chatd wrote it before guests) is upgraded in place to version 3:
+    /// its messages are kept, as members' messages.
+    #[test]
+    fn a_version_2_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("chatd.db");
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA} {SCHEMA_2} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 2; \
+                 INSERT INTO rooms (id, name, created_ms) VALUES (1, 'general', 0); \
+                 INSERT INTO messages (id, room_id, ts_ms, sender, text) VALUES (1, 1, 5, 'alice', 'old'); COMMIT;"
+            ))
+            .unwrap();
+        }
+        let options = StorageSection { db: db.clone(), ..Default::default() };
+        let conn = open_checked(&db, &options).unwrap();
+        let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 3);
+        let row = conn.query_row("SELECT id, ts_ms, sender, text, guest FROM messages", [], stored_message).unwrap();
+        assert_eq!((row.sender.as_str(), row.text.as_str(), row.guest), ("alice", "old", false));
+    }
 }
