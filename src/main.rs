@@ -99,6 +99,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(chatd::run(
         config,
+        path,
         |l| {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
