@@ -1,7 +1,8 @@
 //! Reloading the configuration with SIGHUP over real sockets: the new certificate for new
 //! handshakes, registration closed and a per-address cap for new connections, while the
 //! connections already open keep talking and a client posting throughout loses nothing; a key that
-//! needs a restart is named in the log; a broken file is refused and the settings stay.
+//! needs a restart is named in the log; a broken file is refused and the settings stay. And the IRC
+//! MOTD: new IRC clients get the new one, one connected before sees it on its next MOTD.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -164,4 +165,60 @@ async fn sighup_swaps_certificate_and_settings_without_dropping_connections() {
     for text in &acked {
         assert!(stored.contains(text), "acknowledged {text:?} is not in HISTORY");
     }
+}
+
+/// Reads IRC lines up to and including one with `command`; returns them.
+async fn irc_until(conn: &mut LineConn, command: &str) -> Vec<chatd::irc::wire::Message> {
+    let mut got = Vec::new();
+    loop {
+        let line = tokio::time::timeout(PATIENCE, conn.read_line())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {command}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("closed while waiting for {command}"));
+        let m = chatd::irc::wire::Message::parse(&line).unwrap();
+        let done = m.command == command;
+        got.push(m);
+        if done {
+            return got;
+        }
+    }
+}
+
+/// An IRC client logged in with PASS as `user` (an existing account), past its 001.
+async fn irc_login(d: &Daemon, user: &str) -> (LineConn, Vec<chatd::irc::wire::Message>) {
+    let config = client_config(&Trust::CaFile(d.ca_file.clone())).unwrap();
+    let mut c = LineConn::connect_tls(&d.irc_addr, "localhost", config).await.unwrap();
+    c.send(&format!("PASS {user}:password-{user}")).await.unwrap();
+    c.send(&format!("NICK {user}")).await.unwrap();
+    c.send(&format!("USER {user} 0 * :{user}")).await.unwrap();
+    let burst = irc_until(&mut c, "001").await;
+    (c, burst)
+}
+
+#[tokio::test]
+async fn sighup_changes_the_irc_motd_for_everyone_and_keeps_irc_clients() {
+    let d = Daemon::start_with("[irc]\nmotd = \"before the reload\"").await;
+    drop(d.login("alice").await);
+    drop(d.login("bob").await);
+    let (mut alice, _) = irc_login(&d, "alice").await;
+    let motd = irc_until(&mut alice, "376").await;
+    assert!(motd.iter().any(|m| m.params.last().is_some_and(|p| p.contains("before the reload"))), "{motd:?}");
+
+    std::fs::write(d.config_path(), merged_config("[irc]\nmotd = \"after the reload\\nsecond line\"")).unwrap();
+    hangup(&d);
+    let applied = log_line(&d, "configuration reloaded", 1).await;
+    assert!(applied.contains("irc.motd"), "{applied}");
+
+    // A new IRC client gets the new MOTD in its welcome; the one connected before asks for it.
+    let (mut bob, _) = irc_login(&d, "bob").await;
+    let motd = irc_until(&mut bob, "376").await;
+    let text: Vec<&str> =
+        motd.iter().filter(|m| m.command == "372").filter_map(|m| m.params.last()).map(String::as_str).collect();
+    assert_eq!(text, ["- after the reload", "- second line"]);
+    alice.send("MOTD").await.unwrap();
+    let motd = irc_until(&mut alice, "376").await;
+    assert!(motd.iter().any(|m| m.params.last().is_some_and(|p| p.contains("after the reload"))), "{motd:?}");
+    alice.send("JOIN #general").await.unwrap();
+    irc_until(&mut alice, "366").await;
 }
