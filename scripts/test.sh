@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive: openssl (s_client), tmux (the CLI's terminal test, irssi),
-# irssi and weechat-headless (real IRC clients; each package installs the command of its name),
-# prometheus (its promtool checks the metrics exposition in tests/observe.rs).
+# Debian packages the tests drive, as command:package: openssl (s_client), tmux (the CLI's
+# terminal test, irssi), irssi and weechat-headless (real IRC clients), systemd-analyze (package
+# systemd: `systemd-analyze verify` on the units of the Debian package; systemd need not run),
+# promtool (package prometheus: checks the metrics exposition in tests/observe.rs).
 need=()
-for pkg in openssl tmux irssi weechat-headless; do
-  command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+for pair in openssl:openssl tmux:tmux irssi:irssi weechat-headless:weechat-headless systemd-analyze:systemd; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
@@ -17,6 +18,13 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
+# cargo-deb (crates.io) builds the Debian package that tests/package.rs installs with dpkg (as root;
+# it skips, saying so, otherwise). Pinned to the version the packaging was tested with.
+cargo_deb_version=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; then
+  cargo install cargo-deb --version "$cargo_deb_version" --locked
 fi
 
 # The public IRC parser test vectors (PyPI irc-parser-tests, module parser_tests) that

@@ -18,12 +18,13 @@ pub mod limits;
 pub mod metrics;
 pub mod native;
 pub mod net;
+pub mod reload;
 pub mod session;
 pub mod shutdown;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -51,9 +52,11 @@ pub struct Listening {
 }
 
 /// Runs the daemon until `stop` resolves, then shuts down gracefully: clients are told, accepted
-/// messages are committed.
+/// messages are committed. SIGHUP reloads `config_path` (the file `config` came from; see
+/// `reload`).
 pub async fn run(
     config: Config,
+    config_path: Option<std::path::PathBuf>,
     ready: impl FnOnce(&Listening),
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -105,7 +108,8 @@ pub async fn run(
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
         plaintext_hint: native::PLAINTEXT_HINT,
     };
-    let native = NativeFrontEnd { chat: chat.clone(), limits: Arc::new(config.limits.clone()), gate: gate.clone() };
+    let native_limits: reload::SharedLimits = Arc::new(RwLock::new(Arc::new(config.limits.clone())));
+    let native = NativeFrontEnd { chat: chat.clone(), limits: native_limits.clone(), gate: gate.clone() };
     let start = |listener: Listener, socket: TcpListener| {
         let serve = native.clone();
         let open = metrics::metrics().connections("native", listener.tls.is_some());
@@ -116,11 +120,13 @@ pub async fn run(
     if let Some(plain) = plain_listener {
         start(Listener { tls: None, ..listener.clone() }, plain);
     }
+    let irc_limits: reload::SharedLimits = Arc::new(RwLock::new(Arc::new(irc::session_limits(&config.limits))));
+    let irc_settings = Arc::new(irc::Settings::new(&config, chat.clone(), gate.clone()));
     let irc = IrcFrontEnd {
         chat: chat.clone(),
-        limits: Arc::new(irc::session_limits(&config.limits)),
+        limits: irc_limits.clone(),
         gate: gate.clone(),
-        settings: Arc::new(irc::Settings::new(&config, chat.clone(), gate.clone())),
+        settings: irc_settings.clone(),
     };
     let start_irc = |listener: Listener, socket: TcpListener| {
         let serve = irc.clone();
@@ -141,9 +147,29 @@ pub async fn run(
         tokio::spawn(net::http::serve(socket, handle, signal.clone()));
     }
     drop(done_tx);
+    let reloader = reload::Reloader::new(
+        config_path,
+        chat.clone(),
+        gate.clone(),
+        native_limits,
+        irc_limits,
+        irc_settings,
+        tls.current.clone(),
+    );
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     ready(&listening);
 
-    stop.await;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(()) = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                reloader.reload_and_log();
+            }
+        }
+    }
     tracing::info!(open = gate.open_connections(), "shutting down");
     signal.cancel();
     if tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await.is_err() {
@@ -199,15 +225,17 @@ fn counted(
 #[derive(Clone)]
 struct NativeFrontEnd {
     chat: Arc<Chat>,
-    limits: Arc<config::Limits>,
+    /// The limits for new connections (a reload replaces them).
+    limits: reload::SharedLimits,
     gate: Arc<ConnectionGate>,
 }
 
 impl NativeFrontEnd {
     async fn serve(self, stream: net::connection::BoxStream, peer: SocketAddr, shutdown: shutdown::Shutdown) {
         let flood_exempt = self.gate.exempt(peer.ip());
-        let protocol = Native::new(self.limits.max_message_bytes);
-        session::serve(stream, peer, self.chat, self.limits, flood_exempt, shutdown, protocol).await;
+        let limits = reload::current(&self.limits);
+        let protocol = Native::new(limits.max_message_bytes);
+        session::serve(stream, peer, self.chat, limits, flood_exempt, shutdown, protocol).await;
     }
 }
 
@@ -216,7 +244,7 @@ impl NativeFrontEnd {
 struct IrcFrontEnd {
     chat: Arc<Chat>,
     /// The shared limits, with the IRC line length (512 bytes plus the tag allowance).
-    limits: Arc<config::Limits>,
+    limits: reload::SharedLimits,
     gate: Arc<ConnectionGate>,
     settings: Arc<irc::Settings>,
 }
@@ -225,7 +253,8 @@ impl IrcFrontEnd {
     async fn serve(self, stream: net::connection::BoxStream, peer: SocketAddr, shutdown: shutdown::Shutdown) {
         let flood_exempt = self.gate.exempt(peer.ip());
         let protocol = irc::Irc::new(self.settings.clone());
-        session::serve(stream, peer, self.chat, self.limits, flood_exempt, shutdown, protocol).await;
+        let limits = reload::current(&self.limits);
+        session::serve(stream, peer, self.chat, limits, flood_exempt, shutdown, protocol).await;
     }
 }
 

@@ -10,8 +10,10 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "chatd", version, about = "A chat daemon over TLS: its own IRC-style line protocol, and IRC")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Configuration file (default: ./chatd.toml if present, else the embedded defaults).
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// TLS listen address, overriding server.listen.
     #[arg(long)]
@@ -23,7 +25,7 @@ struct Args {
     #[arg(long)]
     irc_listen: Option<String>,
     /// Database file, overriding storage.db.
-    #[arg(long)]
+    #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// Log filter (tracing env-filter syntax), overriding RUST_LOG. Default: info.
     #[arg(long)]
@@ -42,6 +44,17 @@ struct Args {
 enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Copies the live database (storage.db of the configuration) to DEST with SQLite's online
+    /// backup API, while chatd keeps serving; prints what the copy holds. Restore: stop chatd,
+    /// copy the file back over storage.db (removing its -wal and -shm files), start chatd.
+    Backup {
+        /// The backup file to write (replaced if it exists; written owner-only).
+        dest: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +103,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("chatd: {shown}: the configuration is valid");
         return Ok(());
     }
+    if let Some(Command::Backup { dest }) = args.command {
+        let db = &config.storage.db;
+        let s = chatd::store::backup(db, &dest)?;
+        println!(
+            "chatd backup {} -> {}: {} messages, {} rooms, {} accounts, {} bytes",
+            db.display(),
+            dest.display(),
+            s.messages,
+            s.rooms,
+            s.accounts,
+            s.bytes
+        );
+        return Ok(());
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let _entered = runtime.enter();
     // Handlers installed before anything listens: a SIGTERM right after `chatd ready` (a service
@@ -97,6 +124,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_signal()?;
     runtime.block_on(chatd::run(
         config,
+        path,
         |l| {
             use std::io::Write;
             let mut out = std::io::stdout().lock();

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ pub struct Accounts {
     store: Arc<Store>,
     hasher: Hasher,
     dummy_hash: String,
-    open_registration: bool,
+    open_registration: AtomicBool,
     bots: HashSet<UserName>,
     failures: Backoff<Who>,
     registrations_per_address: WindowCounter<IpAddr>,
@@ -55,7 +56,7 @@ impl Accounts {
             store,
             hasher,
             dummy_hash,
-            open_registration,
+            open_registration: AtomicBool::new(open_registration),
             bots: bots.iter().filter_map(|b| UserName::parse(&b.name)).collect(),
             failures: Backoff::new(limits.login_failures_before_delay),
             registrations_per_address: WindowCounter::new(
@@ -64,6 +65,11 @@ impl Accounts {
             ),
             registrations: WindowCounter::new(Duration::from_secs(3600), limits.registrations_per_hour),
         })
+    }
+
+    /// Opens or closes registration (a reload).
+    pub fn set_open_registration(&self, open: bool) {
+        self.open_registration.store(open, Ordering::Relaxed);
     }
 
     async fn hash(&self, password: &Password) -> Result<String, ChatError> {
@@ -75,7 +81,7 @@ impl Accounts {
     }
 
     pub async fn register(&self, user: &UserName, password: &Password, from: IpAddr) -> Result<LoggedIn, ChatError> {
-        if !self.open_registration {
+        if !self.open_registration.load(Ordering::Relaxed) {
             return Err(ChatError::RegistrationClosed);
         }
         if self.bots.contains(user) {

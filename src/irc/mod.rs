@@ -14,7 +14,7 @@ pub mod reply;
 pub use chatd_proto::irc as wire;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
@@ -47,8 +47,8 @@ pub fn session_limits(limits: &Limits) -> Limits {
 pub struct Settings {
     pub server_name: String,
     pub network: String,
-    /// The MOTD's lines; empty: none.
-    pub motd: Vec<String>,
+    /// The MOTD's lines; empty: none. A reload replaces them.
+    pub motd: RwLock<Vec<String>>,
     /// The bot accounts (the `bot` tag, bot mode `B`).
     pub bots: HashSet<UserName>,
     pub max_message_bytes: usize,
@@ -64,7 +64,7 @@ impl Settings {
         Settings {
             server_name: config.irc.server_name.clone(),
             network: config.irc.network.clone(),
-            motd: config.irc.motd.lines().map(str::to_string).collect(),
+            motd: RwLock::new(motd_lines(&config.irc.motd)),
             bots: config.bots.iter().filter_map(|b| UserName::parse(&b.name)).collect(),
             max_message_bytes: config.limits.max_message_bytes,
             rooms_per_connection: config.limits.rooms_per_connection,
@@ -74,9 +74,24 @@ impl Settings {
         }
     }
 
+    /// The MOTD's lines now.
+    pub fn motd(&self) -> Vec<String> {
+        self.motd.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the MOTD (a reload): clients see it on their next MOTD or connection.
+    pub fn set_motd(&self, motd: &str) {
+        *self.motd.write().unwrap_or_else(|p| p.into_inner()) = motd_lines(motd);
+    }
+
     pub fn is_bot(&self, user: &str) -> bool {
         UserName::parse(user).is_some_and(|u| self.bots.contains(&u))
     }
+}
+
+/// The MOTD text of the configuration as lines.
+pub fn motd_lines(motd: &str) -> Vec<String> {
+    motd.lines().map(str::to_string).collect()
 }
 
 /// What a post carries until it settles: how to echo or acknowledge it.

@@ -293,12 +293,13 @@ pub fn lusers(irc: &Irc, r: &mut Reply) {
 /// 375/372/376, or 422 when there is no MOTD.
 pub fn motd(irc: &Irc, r: &mut Reply) {
     let s = &irc.settings;
-    if s.motd.is_empty() {
+    let motd = s.motd();
+    if motd.is_empty() {
         r.numeric("422", &["MOTD File is missing"]);
         return;
     }
     r.numeric("375", &[&format!("- {} Message of the day - ", s.server_name)]);
-    for line in &s.motd {
+    for line in &motd {
         r.numeric("372", &[&format!("- {line}")]);
     }
     r.numeric("376", &["End of /MOTD command."]);

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,10 +28,11 @@ impl Refusal {
 }
 
 /// Admission of new connections: a global cap, concurrent and new-per-minute caps per address.
+/// The caps are atomics so that a reload changes them for the connections that come next.
 pub struct ConnectionGate {
-    max_total: usize,
-    max_per_address: usize,
-    exempt_loopback: bool,
+    max_total: AtomicUsize,
+    max_per_address: AtomicUsize,
+    exempt_loopback: AtomicBool,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
     new_per_address: WindowCounter<IpAddr>,
 }
@@ -44,26 +46,33 @@ pub struct Admission {
 impl ConnectionGate {
     pub fn new(max_total: usize, max_per_address: usize, new_per_minute: usize, exempt_loopback: bool) -> Self {
         ConnectionGate {
-            max_total,
-            max_per_address,
-            exempt_loopback,
+            max_total: AtomicUsize::new(max_total),
+            max_per_address: AtomicUsize::new(max_per_address),
+            exempt_loopback: AtomicBool::new(exempt_loopback),
             open: Mutex::new((0, HashMap::new())),
             new_per_address: WindowCounter::new(Duration::from_secs(60), new_per_minute),
         }
     }
 
+    /// New caps for the connections admitted from now on (a reload); open ones stay.
+    pub fn set_limits(&self, max_total: usize, max_per_address: usize, exempt_loopback: bool) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_address.store(max_per_address, Ordering::Relaxed);
+        self.exempt_loopback.store(exempt_loopback, Ordering::Relaxed);
+    }
+
     pub fn exempt(&self, ip: IpAddr) -> bool {
-        self.exempt_loopback && ip.is_loopback()
+        self.exempt_loopback.load(Ordering::Relaxed) && ip.is_loopback()
     }
 
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refusal> {
         let exempt = self.exempt(ip);
         let mut open = self.open.lock().unwrap();
-        if open.0 >= self.max_total {
+        if open.0 >= self.max_total.load(Ordering::Relaxed) {
             return Err(Refusal::ServerFull);
         }
         let per = open.1.get(&ip).copied().unwrap_or(0);
-        if !exempt && per >= self.max_per_address {
+        if !exempt && per >= self.max_per_address.load(Ordering::Relaxed) {
             return Err(Refusal::TooManyFromAddress);
         }
         if !exempt && self.new_per_address.hit(&ip).is_err() {

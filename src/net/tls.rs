@@ -4,18 +4,44 @@
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{anyhow, Context};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use crate::config::TlsSection;
 
-/// The acceptor configuration and the SHA-256 fingerprint of the leaf certificate.
+/// The acceptor configuration and the SHA-256 fingerprint of the leaf certificate. The
+/// certificate is `current`'s: a reload swaps it, and new handshakes get the new one while
+/// established connections keep theirs.
 pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     pub fingerprint: String,
+    pub current: Arc<CurrentCert>,
+}
+
+/// The certificate and key new handshakes get, swapped by a reload.
+#[derive(Debug)]
+pub struct CurrentCert(RwLock<(Arc<CertifiedKey>, String)>);
+
+impl CurrentCert {
+    /// Makes `key` (with its fingerprint) the certificate of every handshake from now on.
+    pub fn replace(&self, key: Arc<CertifiedKey>, fingerprint: String) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = (key, fingerprint);
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+}
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone())
+    }
 }
 
 pub fn load_or_create(tls: &TlsSection) -> anyhow::Result<ServerTls> {
@@ -29,6 +55,18 @@ pub fn load_or_create(tls: &TlsSection) -> anyhow::Result<ServerTls> {
         }
         generate(&tls.cert, &tls.key)?;
     }
+    let (key, fingerprint) = load(tls)?;
+    let current = Arc::new(CurrentCert(RwLock::new((key, fingerprint.clone()))));
+    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(current.clone());
+    Ok(ServerTls { config: Arc::new(config), fingerprint, current })
+}
+
+/// Reads the certificate chain and key named in `tls` (they must exist), checks that they belong
+/// together, and returns them with the leaf certificate's fingerprint.
+pub fn load(tls: &TlsSection) -> anyhow::Result<(Arc<CertifiedKey>, String)> {
     let certs: Vec<CertificateDer<'static>> =
         rustls_pemfile::certs(&mut &std::fs::read(&tls.cert).with_context(|| tls.cert.display().to_string())?[..])
             .collect::<Result<_, _>>()
@@ -39,12 +77,9 @@ pub fn load_or_create(tls: &TlsSection) -> anyhow::Result<ServerTls> {
         rustls_pemfile::private_key(&mut &std::fs::read(&tls.key).with_context(|| tls.key.display().to_string())?[..])
             .with_context(|| format!("{}: not a PEM key", tls.key.display()))?
             .ok_or_else(|| anyhow!("{}: no private key", tls.key.display()))?;
-    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
+    let key = CertifiedKey::from_der(certs, key, &rustls::crypto::ring::default_provider())
         .context("certificate and key do not match")?;
-    Ok(ServerTls { config: Arc::new(config), fingerprint })
+    Ok((Arc::new(key), fingerprint))
 }
 
 /// Writes `ca.pem` (beside the certificate), the certificate and its key (0600). The CA's key only

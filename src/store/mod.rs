@@ -15,6 +15,7 @@ use chatd_proto::names::{RoomName, UserName};
 
 use crate::config::StorageSection;
 pub use error::StoreError;
+pub use sqlite::{backup, BackupSummary};
 
 /// A room's key in the store.
 pub type RoomId = i64;

@@ -574,6 +574,92 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreE
     })
 }
 
+/// What a backup holds, counted in the copy once it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub accounts: u64,
+    pub rooms: u64,
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+/// Copies the database at `db` to `dest` with SQLite's online backup API while chatd may be
+/// writing to it. All pages are copied in one step, inside one read transaction: the copy is the
+/// database as of one commit (every message acknowledged before the backup started is in it), and
+/// in WAL mode the daemon's writer is never blocked by it. The copy is written beside `dest`,
+/// checked (`quick_check`, chatd's application id) and renamed into place, owner-only (0600).
+pub fn backup(db: &Path, dest: &Path) -> Result<BackupSummary, StoreError> {
+    use rusqlite::backup::{Backup, StepResult};
+    use std::os::unix::fs::OpenOptionsExt;
+    if !db.exists() {
+        return Err(StoreError::Sqlite(format!("{}: no such database", db.display())));
+    }
+    let foreign = |why: String| StoreError::Foreign { path: db.into(), why };
+    let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    src.busy_timeout(std::time::Duration::from_secs(10))?;
+    let app_id: i32 = src.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
+    if app_id != APPLICATION_ID {
+        return Err(foreign(format!("application_id is {app_id:#x}, not chatd's")));
+    }
+    let name = dest.file_name().ok_or_else(|| StoreError::Sqlite(format!("{}: not a file name", dest.display())))?;
+    let partial = dest.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let _ = std::fs::remove_file(&partial);
+    let create = |e: std::io::Error| StoreError::Create { path: partial.clone(), why: e.to_string() };
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial).map_err(create)?;
+    let result = (|| -> Result<BackupSummary, StoreError> {
+        {
+            let mut dst = Connection::open(&partial)?;
+            let backup = Backup::new(&src, &mut dst)?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                // -1: every page in one step, so the copy is one consistent snapshot.
+                match backup.step(-1)? {
+                    StepResult::Done => break,
+                    StepResult::More => {}
+                    StepResult::Busy | StepResult::Locked if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(50))
+                    }
+                    _ => return Err(StoreError::Sqlite("the database stayed locked for 60 s".into())),
+                }
+            }
+        }
+        // The copy keeps the source's WAL mode; fold everything into the one file.
+        let copy = Connection::open(&partial)?;
+        let check: String = copy.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Damaged { path: partial.clone(), why: check });
+        }
+        let count = |table: &str| -> Result<u64, StoreError> {
+            Ok(copy.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        let (accounts, messages) = (count("accounts")?, count("messages")?);
+        let rooms: i64 =
+            copy.query_row("SELECT COUNT(*) FROM rooms WHERE id NOT IN (SELECT room_id FROM directs)", [], |r| {
+                r.get(0)
+            })?;
+        copy.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        drop(copy);
+        let bytes = std::fs::metadata(&partial).map_err(create)?.len();
+        Ok(BackupSummary { accounts, rooms: rooms as u64, messages, bytes })
+    })();
+    match result {
+        Ok(summary) => {
+            std::fs::rename(&partial, dest)
+                .map_err(|e| StoreError::Create { path: dest.into(), why: e.to_string() })?;
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", partial.display()));
+            }
+            Ok(summary)
+        }
+        Err(e) => {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", partial.display()));
+            }
+            Err(e)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
