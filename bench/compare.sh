@@ -97,8 +97,7 @@ wait_port() { # port seconds
 # (and AUTHARGS: what the generator needs to log in, if anything).
 start_chatd() {
     cp "$ROOT/bench/configs/chatd-bench.toml" "$1/chatd.toml"
-    printf '\n[irc]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' \
-        "$CHATD_IRC_TLS_PORT" "$CHATD_IRC_PLAIN_PORT" >>"$1/chatd.toml"
+    if [ -n "${IRC_SECTION:-}" ]; then printf '%s' "$IRC_SECTION" >>"$1/chatd.toml"; fi
     "${CHATD_BIN:-$CHATD}" --config "$1/chatd.toml" >"$1/chatd.out" 2>"$1/chatd.err" &
     DAEMON_PID=$!
     local i
@@ -116,7 +115,8 @@ start_chatd() {
     PROTO=chatd CONC=256 AUTHARGS=()
 }
 start_chatdirc() {
-    start_chatd "$1" || return 1
+    IRC_SECTION=$(printf '\n[irc]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' \
+        "$CHATD_IRC_TLS_PORT" "$CHATD_IRC_PLAIN_PORT") start_chatd "$1" || return 1
     if [ "$TLS" = 1 ]; then
         ADDR=127.0.0.1:$CHATD_IRC_TLS_PORT TLSARGS=(--tls --ca "$1/certs/ca.pem")
     else
