@@ -155,11 +155,13 @@ impl<P: Protocol> Session<P> {
         }
         if let Some(why) = why {
             // Messages already accepted are committed; their senders hear so before the goodbye.
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.write_all_settled()).await;
+            // Boxed, as the leaving below: rare, and large; the idle connection's task does not
+            // carry room for them.
+            let _ = tokio::time::timeout(Duration::from_secs(5), Box::pin(self.write_all_settled())).await;
             self.protocol.bye(why, &mut self.conn.out);
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.flush()).await;
-        self.client.disconnect().await;
+        Box::pin(self.client.disconnect()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.shutdown()).await;
     }
 
@@ -236,9 +238,9 @@ impl<P: Protocol> Session<P> {
                         metrics().messages_delivered.inc_by(delivered);
                     }
                 }
-                settled = self.client.next_settled(), if owes => {
-                    self.protocol.settled(settled, &mut self.conn.out);
-                    // Those committed in the same group go out in the same write.
+                () = self.client.wait_settled(), if owes => {
+                    // The oldest is settled; those committed in the same group go out in the same
+                    // write.
                     while let Some(settled) = self.client.settled_now().await {
                         self.protocol.settled(settled, &mut self.conn.out);
                     }

@@ -47,7 +47,7 @@ pub enum Identity {
 /// What a post became.
 #[derive(Debug)]
 pub enum PostOutcome {
-    /// Stored and fanned out; its acknowledgement is owed (see `Client::next_settled`).
+    /// Stored and fanned out; its acknowledgement is owed (see `Client::wait_settled`).
     Accepted,
     /// A bot command line, relayed live (never stored) to this many bots.
     Relayed { time: Millis, bots: usize },
@@ -165,6 +165,18 @@ struct Owed<T> {
     room: Option<RoomHandle>,
     message: Arc<Posted>,
     committed: Committed,
+    /// The commit's result once `wait_settled` saw it (`Some(None)`: the store went away).
+    decided: Option<Option<Result<(), StoreError>>>,
+}
+
+impl<T> Owed<T> {
+    /// Waits for the commit's result (or takes the one already seen).
+    async fn result(&mut self) -> Option<Result<(), StoreError>> {
+        match self.decided.take() {
+            Some(result) => result,
+            None => (&mut self.committed).await.ok(),
+        }
+    }
 }
 
 /// One connection's state in the core. `T` is what the front end attaches to each post.
@@ -401,7 +413,7 @@ impl<T> Client<T> {
         let message = handle.post(said).await?;
         crate::metrics::metrics().messages_accepted.inc();
         let committed = self.chat.store.append(handle.room_id, message.clone()).await;
-        self.owe(Owed { tag, room: Some(handle), message, committed }).await;
+        self.owe(Owed { tag, room: Some(handle), message, committed, decided: None }).await;
         Ok(PostOutcome::Accepted)
     }
 
@@ -409,7 +421,7 @@ impl<T> Client<T> {
     async fn owe(&mut self, owed: Owed<T>) {
         if self.owed.len() >= MAX_POSTS_IN_FLIGHT {
             let mut oldest = self.owed.pop_front().expect("not empty");
-            let result = (&mut oldest.committed).await.ok();
+            let result = oldest.result().await;
             let settled = settle(oldest, result).await;
             self.settled.push_back(settled);
         }
@@ -443,7 +455,7 @@ impl<T> Client<T> {
         });
         crate::metrics::metrics().messages_accepted.inc();
         let committed = store.append(conversation.id, message.clone()).await;
-        self.owe(Owed { tag, room: None, message, committed }).await;
+        self.owe(Owed { tag, room: None, message, committed, decided: None }).await;
         Ok(PostOutcome::Accepted)
     }
 
@@ -624,16 +636,18 @@ impl<T> Client<T> {
         !self.owed.is_empty() || !self.settled.is_empty()
     }
 
-    /// The oldest acknowledgement, once it is settled. Cancel-safe; pending forever when none is
-    /// owed.
-    pub async fn next_settled(&mut self) -> Settled<T> {
-        if let Some(settled) = self.settled.pop_front() {
-            return settled;
+    /// Resolves once the oldest acknowledgement can be taken with `settled_now`. Cancel-safe;
+    /// pending forever when none is owed. It only waits for the commit's result: settling (which
+    /// may talk to a room) is `settled_now`'s, so this future stays small, and a session keeps it
+    /// alive for as long as its connection is idle.
+    pub async fn wait_settled(&mut self) {
+        if !self.settled.is_empty() {
+            return;
         }
         let Some(front) = self.owed.front_mut() else { return std::future::pending().await };
-        let result = (&mut front.committed).await.ok();
-        let owed = self.owed.pop_front().expect("front exists");
-        settle(owed, result).await
+        if front.decided.is_none() {
+            front.decided = Some((&mut front.committed).await.ok());
+        }
     }
 
     /// The oldest acknowledgement if it is already settled (those committed in one group go out
@@ -642,10 +656,14 @@ impl<T> Client<T> {
         if let Some(settled) = self.settled.pop_front() {
             return Some(settled);
         }
-        let result = match self.owed.front_mut()?.committed.try_recv() {
-            Err(TryRecvError::Empty) => return None,
-            Ok(result) => Some(result),
-            Err(TryRecvError::Closed) => None,
+        let front = self.owed.front_mut()?;
+        let result = match front.decided.take() {
+            Some(result) => result,
+            None => match front.committed.try_recv() {
+                Err(TryRecvError::Empty) => return None,
+                Ok(result) => Some(result),
+                Err(TryRecvError::Closed) => None,
+            },
         };
         let owed = self.owed.pop_front().expect("front exists");
         Some(settle(owed, result).await)
@@ -655,7 +673,7 @@ impl<T> Client<T> {
     pub async fn settle_all(&mut self) -> Vec<Settled<T>> {
         let mut out: Vec<Settled<T>> = self.settled.drain(..).collect();
         while let Some(mut owed) = self.owed.pop_front() {
-            let result = (&mut owed.committed).await.ok();
+            let result = owed.result().await;
             out.push(settle(owed, result).await);
         }
         out

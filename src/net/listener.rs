@@ -125,8 +125,9 @@ impl Listener {
         match tokio::time::timeout(self.handshake_timeout, tcp.peek(&mut first)).await {
             Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
             Ok(Ok(1)) => {
-                // Someone typed into a plain TCP client: say what this port is, then close.
-                tell_plaintext_client(tcp, self.plaintext_hint).await;
+                // Someone typed into a plain TCP client: say what this port is, then close. Boxed:
+                // its 4 KiB drain buffer would otherwise be part of every connection's task.
+                Box::pin(tell_plaintext_client(tcp, self.plaintext_hint)).await;
                 return None;
             }
             _ => return None,
