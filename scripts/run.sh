@@ -38,6 +38,7 @@ cat <<MSG
 chatd is up on $addr with the stock bot. In another terminal:
   openssl s_client -quiet -connect $addr -CAfile $ca
   target/release/chat --ca $ca $addr
+  or an IRC client on $(sed -n 's/^chatd listening irc //p' "$chatd_out") (README: "Connecting with an IRC client")
 Without internet access the bot answers /stock=... with "the quote service is unreachable".
 Ctrl-C stops chatd and the bot.
 MSG
