@@ -5,11 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use chatd::irc::wire::Message;
 use chatd_proto::client::LineConn;
 use chatd_proto::line::ServerLine;
-use chatd_proto::tls::{client_config, Trust};
-use testkit::{call, expect_line, Daemon, PATIENCE};
+use common::irc::Irc;
+use testkit::{call, expect_line, Daemon};
 
 /// Guests on, in `#help` only (which exists from the start).
 const GUESTS_ON: &str = r#"
@@ -20,57 +22,7 @@ enabled = true
 rooms = ["help"]
 "#;
 
-/// A small IRC client: sends lines, reads parsed messages.
-struct Irc {
-    conn: LineConn,
-}
-
 impl Irc {
-    async fn connect(d: &Daemon) -> Irc {
-        let config = client_config(&Trust::CaFile(d.ca_file.clone())).unwrap();
-        let conn = tokio::time::timeout(PATIENCE, LineConn::connect_tls(&d.irc_addr, "localhost", config))
-            .await
-            .expect("connect timed out")
-            .expect("connect");
-        Irc { conn }
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.conn.send(line).await.unwrap();
-    }
-
-    async fn next(&mut self) -> Message {
-        let line = tokio::time::timeout(PATIENCE, self.conn.read_line())
-            .await
-            .expect("timed out waiting for a line")
-            .unwrap()
-            .expect("connection closed");
-        Message::parse(&line).unwrap_or_else(|e| panic!("unparsable line {line:?}: {e}"))
-    }
-
-    /// Reads until a message with `command` arrives; returns it and everything read before it.
-    async fn until(&mut self, command: &str) -> (Message, Vec<Message>) {
-        let mut before = Vec::new();
-        loop {
-            let m = self.next().await;
-            if m.command == command {
-                return (m, before);
-            }
-            before.push(m);
-        }
-    }
-
-    async fn expect(&mut self, command: &str) -> Message {
-        self.until(command).await.0
-    }
-
-    /// Sends a line and reads up to its `PONG` sentinel: every message the line caused.
-    async fn exchange(&mut self, line: &str) -> Vec<Message> {
-        self.send(line).await;
-        self.send("PING sentinel").await;
-        self.until("PONG").await.1
-    }
-
     /// NICK and USER only (as irssi without SASL), with `caps` requested first when not empty;
     /// reads through the end of the welcome burst.
     async fn guest(d: &Daemon, nick: &str, caps: &str) -> Irc {

@@ -2,69 +2,17 @@
 //! the other ways to log in or register, channels, and IRC and native clients talking to each
 //! other with the same message ids. Each test reads like an IRC transcript (IRC.md).
 
+mod common;
+
 use chatd::irc::wire::Message;
 use chatd_proto::client::LineConn;
-use chatd_proto::tls::{client_config, Trust};
+use common::irc::Irc;
 use testkit::{call, expect_line, Daemon, PATIENCE};
 
-/// A tiny IRC client: sends lines, reads parsed messages.
-struct Irc {
-    conn: LineConn,
-}
-
+/// Every capability a full-featured client asks for (with `sasl` added by `login`).
 const FULL_CAPS: &str = "message-tags server-time echo-message labeled-response batch account-tag extended-join";
 
 impl Irc {
-    async fn connect(d: &Daemon) -> Irc {
-        let config = client_config(&Trust::CaFile(d.ca_file.clone())).unwrap();
-        let conn = tokio::time::timeout(PATIENCE, LineConn::connect_tls(&d.irc_addr, "localhost", config))
-            .await
-            .expect("connect timed out")
-            .expect("connect");
-        Irc { conn }
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.conn.send(line).await.unwrap();
-    }
-
-    /// The next message, or `None` when the server closed the connection.
-    async fn next_or_close(&mut self) -> Option<Message> {
-        let line = tokio::time::timeout(PATIENCE, self.conn.read_line())
-            .await
-            .expect("timed out waiting for a line")
-            .ok()??;
-        Some(Message::parse(&line).unwrap_or_else(|e| panic!("unparsable line {line:?}: {e}")))
-    }
-
-    async fn next(&mut self) -> Message {
-        self.next_or_close().await.expect("connection closed")
-    }
-
-    /// Reads until a message with `command` arrives; returns it and everything read before it.
-    async fn until(&mut self, command: &str) -> (Message, Vec<Message>) {
-        let mut before = Vec::new();
-        loop {
-            let m = self.next().await;
-            if m.command == command {
-                return (m, before);
-            }
-            before.push(m);
-        }
-    }
-
-    async fn expect(&mut self, command: &str) -> Message {
-        self.until(command).await.0
-    }
-
-    /// Sends a line and reads up to its `PONG` sentinel: every message the line caused.
-    async fn exchange(&mut self, line: &str) -> Vec<Message> {
-        self.send(line).await;
-        self.send("PING sentinel").await;
-        let (_, got) = self.until("PONG").await;
-        got
-    }
-
     /// Registers with `caps` (space-separated) and SASL as `user` (password `password-<user>`),
     /// reading up to the end of the welcome burst.
     async fn login(d: &Daemon, user: &str, caps: &str) -> Irc {

@@ -3,6 +3,8 @@
 //! machine), raw TLS probes, and the reply fields the tests look at.
 #![allow(dead_code)]
 
+pub mod irc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
