@@ -10,26 +10,9 @@ use testkit::{bin_path, call, Daemon};
 
 const WRITERS: usize = 3;
 
-/// Every message text of `room`, paged back with HISTORY BEFORE.
+/// Every message text of `room`, oldest first, paged back with HISTORY BEFORE.
 async fn history_texts(d: &Daemon, room: &str) -> Vec<String> {
-    let mut conn = d.member("checker", room).await;
-    let mut all: Vec<String> = Vec::new();
-    let mut before: Option<u64> = None;
-    loop {
-        let cmd = match before {
-            None => format!("HISTORY {room}"),
-            Some(id) => format!("HISTORY {room} BEFORE {id}"),
-        };
-        let page = call(&mut conn, &cmd).await;
-        assert_eq!(page.fin.code, 200, "{cmd}: {:?}", page.fin);
-        if page.data.is_empty() {
-            return all;
-        }
-        before = Some(page.data[0].fields[1].parse().unwrap());
-        let mut texts: Vec<String> = page.data.iter().map(|r| r.text.clone().unwrap()).collect();
-        texts.append(&mut all);
-        all = texts;
-    }
+    testkit::whole_history(d, room).await.into_iter().map(|r| r.text.unwrap()).collect()
 }
 
 #[tokio::test]

@@ -24,35 +24,17 @@ struct Stored {
     text: String,
 }
 
-/// Every message of `room`, oldest first: the JOIN replay's oldest id, then HISTORY BEFORE pages.
+/// Every message of `room`, oldest first, paged back with HISTORY BEFORE.
 async fn whole_history(d: &Daemon, room: &str) -> Vec<Stored> {
-    let mut conn = d.member("checker", room).await;
-    let mut all: Vec<Stored> = Vec::new();
-    let mut before: Option<u64> = None;
-    loop {
-        let cmd = match before {
-            None => format!("HISTORY {room}"),
-            Some(id) => format!("HISTORY {room} BEFORE {id}"),
-        };
-        let page = call(&mut conn, &cmd).await;
-        assert_eq!(page.fin.code, 200, "{cmd}: {:?}", page.fin);
-        if page.data.is_empty() {
-            break;
-        }
-        let mut stored: Vec<Stored> = page
-            .data
-            .iter()
-            .map(|r| Stored {
-                id: r.fields[1].parse().unwrap(),
-                sender: r.fields[3].clone(),
-                text: r.text.clone().unwrap(),
-            })
-            .collect();
-        before = Some(stored[0].id);
-        stored.append(&mut all);
-        all = stored;
-    }
-    all
+    let lines = testkit::whole_history(d, room).await;
+    lines
+        .iter()
+        .map(|r| Stored {
+            id: r.fields[1].parse().unwrap(),
+            sender: r.fields[3].clone(),
+            text: r.text.clone().unwrap(),
+        })
+        .collect()
 }
 
 /// Runs one burst: every client pipelines its lines; the daemon is killed once `kill_after`

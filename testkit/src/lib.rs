@@ -272,6 +272,28 @@ pub async fn next_line(conn: &mut LineConn) -> ServerLine {
         .expect("connection closed")
 }
 
+/// Every stored message of `room`, oldest first, as its `130` reply lines: a `checker` member
+/// pages back with `HISTORY BEFORE` until a page comes back empty.
+pub async fn whole_history(d: &Daemon, room: &str) -> Vec<chatd_proto::line::Reply> {
+    let mut conn = d.member("checker", room).await;
+    let mut all = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let cmd = match before {
+            None => format!("HISTORY {room}"),
+            Some(id) => format!("HISTORY {room} BEFORE {id}"),
+        };
+        let mut page = call(&mut conn, &cmd).await;
+        assert_eq!(page.fin.code, 200, "{cmd}: {:?}", page.fin);
+        if page.data.is_empty() {
+            return all;
+        }
+        before = Some(page.data[0].fields[1].parse().expect("a message id"));
+        page.data.append(&mut all);
+        all = page.data;
+    }
+}
+
 /// Sends a command and waits for its final reply.
 pub async fn call(conn: &mut LineConn, line: &str) -> Response {
     tokio::time::timeout(PATIENCE, conn.call(line))
