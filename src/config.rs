@@ -19,6 +19,7 @@ pub struct Config {
     pub bots: Vec<BotAccount>,
     pub metrics: MetricsSection,
     pub guests: GuestsSection,
+    pub admin: AdminSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +65,16 @@ pub struct StorageSection {
     /// A cap on the database size in pages of 4 KiB (0: none). Writes beyond it fail as on a full
     /// disk; for quotas, and for tests.
     pub max_pages: u64,
+}
+
+/// `[admin]`: the server's administrators (accounts that may moderate every room, disable
+/// accounts, reset passwords, delete rooms, send server-wide notices, read the audit log and
+/// reload the configuration).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Account names. A reload applies a change.
+    pub users: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +170,7 @@ impl Default for Config {
             bots: vec![BotAccount { name: "stockbot".into(), password_file: "data/stockbot.secret".into() }],
             metrics: MetricsSection::default(),
             guests: GuestsSection::default(),
+            admin: AdminSection::default(),
         }
     }
 }
@@ -362,6 +374,9 @@ impl Config {
         }
         if !name_ok(&self.irc.network) {
             return bad("irc.network must be one word".into());
+        }
+        if let Some(bad_name) = self.admin.users.iter().find(|u| chatd_proto::names::UserName::parse(u).is_none()) {
+            return bad(format!("admin.users: {bad_name:?} is not a valid user name"));
         }
         let l = &self.limits;
         if l.max_line_bytes < 64 || l.max_line_bytes > 1 << 20 {

@@ -156,6 +156,10 @@ pub async fn run(
         irc_settings,
         tls.current.clone(),
     );
+    // An admin's RELOAD (native) or REHASH (IRC) reaches the same reload as SIGHUP through this
+    // channel: the core holds the sender, this loop runs the reload.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<chat::moderation::ReloadRequest>(8);
+    chat.set_reload(reload_tx);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     ready(&listening);
@@ -167,6 +171,10 @@ pub async fn run(
             Some(()) = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 reloader.reload_and_log();
+            }
+            Some(request) = reload_rx.recv() => {
+                tracing::info!("an admin asked for a reload");
+                reloader.answer(request);
             }
         }
     }

@@ -19,6 +19,7 @@ use crate::net::tls::{self, CurrentCert};
 /// The keys a reload applies. Every other key needs a restart.
 pub const LIVE_KEYS: &[&str] = &[
     "accounts.open_registration",
+    "admin.users",
     "irc.motd",
     "tls.cert",
     "tls.key",
@@ -128,6 +129,7 @@ impl Reloader {
         let l = &new.limits;
         self.gate.set_limits(l.max_connections, l.max_connections_per_address, l.exempt_loopback);
         self.chat.accounts.set_open_registration(new.accounts.open_registration);
+        self.chat.set_admins(&new.admin.users);
         self.irc_settings.set_motd(&new.irc.motd);
         let new_certificate = self.cert.fingerprint() != fingerprint;
         self.cert.replace(key, fingerprint.clone());
@@ -141,21 +143,45 @@ impl Reloader {
         Ok(Outcome { applied, need_restart, fingerprint, new_certificate })
     }
 
+    /// Reloads and logs what happened; answers an admin's RELOAD (the core's `ReloadReport`).
+    pub fn answer(&self, request: crate::chat::moderation::ReloadRequest) {
+        let path = self.path.as_ref().map_or_else(|| "(none)".to_string(), |p| p.display().to_string());
+        let answer = match self.reload() {
+            Ok(o) => {
+                self.log_applied(&path, &o);
+                Ok(crate::chat::moderation::ReloadReport {
+                    applied: o.applied,
+                    need_restart: o.need_restart,
+                    new_certificate: o.new_certificate,
+                })
+            }
+            Err(e) => {
+                tracing::error!(file = %path, "configuration reload refused, the settings in effect stay: {e:#}");
+                Err(format!("{e:#}"))
+            }
+        };
+        let _ = request.send(answer);
+    }
+
+    fn log_applied(&self, path: &str, o: &Outcome) {
+        tracing::info!(
+            file = %path,
+            applied = ?o.applied,
+            certificate_sha256 = %o.fingerprint,
+            new_certificate = o.new_certificate,
+            "configuration reloaded"
+        );
+        if !o.need_restart.is_empty() {
+            tracing::warn!(keys = ?o.need_restart, "configuration reloaded, but these changed keys take effect only after a restart");
+        }
+    }
+
     /// Reloads and logs what happened.
     pub fn reload_and_log(&self) -> Option<Outcome> {
         let path = self.path.as_ref().map_or_else(|| "(none)".to_string(), |p| p.display().to_string());
         match self.reload() {
             Ok(o) => {
-                tracing::info!(
-                    file = %path,
-                    applied = ?o.applied,
-                    certificate_sha256 = %o.fingerprint,
-                    new_certificate = o.new_certificate,
-                    "configuration reloaded"
-                );
-                if !o.need_restart.is_empty() {
-                    tracing::warn!(keys = ?o.need_restart, "configuration reloaded, but these changed keys take effect only after a restart");
-                }
+                self.log_applied(&path, &o);
                 Some(o)
             }
             Err(e) => {

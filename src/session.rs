@@ -119,7 +119,7 @@ fn messages_in(event: &Event, to: ConnId) -> u64 {
     match event {
         Event::Message(_) | Event::Direct(_) => 1,
         Event::Messages(batch) => batch.for_member(to).count() as u64,
-        Event::Command(_) | Event::Joined(_) | Event::Parted(_) | Event::Topic(_) => 0,
+        _ => 0,
     }
 }
 
@@ -222,20 +222,23 @@ impl<P: Protocol> Session<P> {
                     if self.inbox.has_overflowed() {
                         return Some(Disconnect::SlowReader);
                     }
-                    let to = self.client.conn();
-                    let mut delivered = messages_in(&event, to);
-                    self.protocol.event(&event, to, &mut self.conn.out);
+                    let mut delivered = 0;
+                    let mut closed = self.deliver(&event, &mut delivered);
                     for _ in 0..EVENTS_PER_FLUSH {
+                        if closed {
+                            break;
+                        }
                         match self.inbox.try_recv() {
-                            Some(event) => {
-                                delivered += messages_in(&event, to);
-                                self.protocol.event(&event, to, &mut self.conn.out);
-                            }
+                            Some(event) => closed = self.deliver(&event, &mut delivered),
                             None => break,
                         }
                     }
                     if delivered > 0 {
                         metrics().messages_delivered.inc_by(delivered);
+                    }
+                    if closed {
+                        // An admin closed the connection; the front end said why.
+                        return None;
                     }
                 }
                 () = self.client.wait_settled(), if owes => {
@@ -289,6 +292,16 @@ impl<P: Protocol> Session<P> {
                 _ = &mut shutdown => return Some(Disconnect::Shutdown),
             }
         }
+    }
+
+    /// Renders one pushed event (after the client followed it); `true` when it closes the
+    /// connection.
+    fn deliver(&mut self, event: &Event, delivered: &mut u64) -> bool {
+        let to = self.client.conn();
+        self.client.on_event(event);
+        *delivered += messages_in(event, to);
+        self.protocol.event(event, to, &mut self.conn.out);
+        matches!(event, Event::Close(_))
     }
 
     /// The flood bucket that applies now: the guests' for a guest, none for a bot, the

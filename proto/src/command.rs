@@ -26,9 +26,25 @@ pub enum Verb {
     Topic,
     Dm,
     Guest,
+    Passwd,
+    Op,
+    Deop,
+    Kick,
+    Ban,
+    Unban,
+    Bans,
+    Delete,
+    DelRoom,
+    Disable,
+    Enable,
+    ResetPass,
+    Announce,
+    Kill,
+    Audit,
+    Reload,
 }
 
-pub const ALL_VERBS: [Verb; 17] = [
+pub const ALL_VERBS: [Verb; 33] = [
     Verb::Help,
     Verb::Register,
     Verb::Login,
@@ -46,6 +62,22 @@ pub const ALL_VERBS: [Verb; 17] = [
     Verb::Topic,
     Verb::Dm,
     Verb::Guest,
+    Verb::Passwd,
+    Verb::Op,
+    Verb::Deop,
+    Verb::Kick,
+    Verb::Ban,
+    Verb::Unban,
+    Verb::Bans,
+    Verb::Delete,
+    Verb::DelRoom,
+    Verb::Disable,
+    Verb::Enable,
+    Verb::ResetPass,
+    Verb::Announce,
+    Verb::Kill,
+    Verb::Audit,
+    Verb::Reload,
 ];
 
 impl Verb {
@@ -76,6 +108,22 @@ impl Verb {
             Verb::Topic => "TOPIC",
             Verb::Dm => "DM",
             Verb::Guest => "GUEST",
+            Verb::Passwd => "PASSWD",
+            Verb::Op => "OP",
+            Verb::Deop => "DEOP",
+            Verb::Kick => "KICK",
+            Verb::Ban => "BAN",
+            Verb::Unban => "UNBAN",
+            Verb::Bans => "BANS",
+            Verb::Delete => "DELETE",
+            Verb::DelRoom => "DELROOM",
+            Verb::Disable => "DISABLE",
+            Verb::Enable => "ENABLE",
+            Verb::ResetPass => "RESETPASS",
+            Verb::Announce => "ANNOUNCE",
+            Verb::Kill => "KILL",
+            Verb::Audit => "AUDIT",
+            Verb::Reload => "RELOAD",
         }
     }
 
@@ -98,6 +146,22 @@ impl Verb {
             Verb::Topic => "TOPIC <room> [text]",
             Verb::Dm => "DM <user> <text>",
             Verb::Guest => "GUEST <nick>",
+            Verb::Passwd => "PASSWD <old-password> <new-password>",
+            Verb::Op => "OP <room> <user>",
+            Verb::Deop => "DEOP <room> <user>",
+            Verb::Kick => "KICK <room> <user> [reason]",
+            Verb::Ban => "BAN <room> <user> [reason]",
+            Verb::Unban => "UNBAN <room> <user>",
+            Verb::Bans => "BANS <room>",
+            Verb::Delete => "DELETE <room> <id>",
+            Verb::DelRoom => "DELROOM <room> [reason]",
+            Verb::Disable => "DISABLE <user> [reason]",
+            Verb::Enable => "ENABLE <user>",
+            Verb::ResetPass => "RESETPASS <user> <new-password>",
+            Verb::Announce => "ANNOUNCE <text>",
+            Verb::Kill => "KILL <user> [reason]",
+            Verb::Audit => "AUDIT [LIMIT <n>]",
+            Verb::Reload => "RELOAD",
         }
     }
 
@@ -120,6 +184,22 @@ impl Verb {
             Verb::Topic => "show a room's topic, or set it",
             Verb::Dm => "send a direct message, seen only by the two of you",
             Verb::Guest => "chat as a guest without an account, where the server allows guests",
+            Verb::Passwd => "change your password",
+            Verb::Op => "operators: make a user an operator of a room",
+            Verb::Deop => "operators: make a user no longer an operator of a room",
+            Verb::Kick => "operators: remove a user from a room",
+            Verb::Ban => "operators: ban a user from a room (and kick them)",
+            Verb::Unban => "operators: lift a ban",
+            Verb::Bans => "list the users banned from a room",
+            Verb::Delete => "operators: delete a message from a room's history",
+            Verb::DelRoom => "admins: delete a room and its history",
+            Verb::Disable => "admins: disable an account and close its connections",
+            Verb::Enable => "admins: enable a disabled account",
+            Verb::ResetPass => "admins: set a new password for an account",
+            Verb::Announce => "admins: send a notice to every connection",
+            Verb::Kill => "admins: close every connection of a user",
+            Verb::Audit => "admins: the latest moderation actions (default 20, at most 200)",
+            Verb::Reload => "admins: reload chatd.toml and the certificate, as SIGHUP does",
         }
     }
 
@@ -182,6 +262,57 @@ pub enum Command {
     Serve(CommandWord),
     /// `GUEST <nick>`: chat as a guest under `nick` (a name no account has).
     Guest(UserName),
+    Passwd {
+        old: Password,
+        new: Password,
+    },
+    /// `OP`/`DEOP <room> <user>` (`on`: OP).
+    Op {
+        room: RoomName,
+        user: UserName,
+        on: bool,
+    },
+    Kick {
+        room: RoomName,
+        user: UserName,
+        reason: Option<String>,
+    },
+    Ban {
+        room: RoomName,
+        user: UserName,
+        reason: Option<String>,
+    },
+    Unban {
+        room: RoomName,
+        user: UserName,
+    },
+    Bans(RoomName),
+    Delete {
+        room: RoomName,
+        id: u64,
+    },
+    DelRoom {
+        room: RoomName,
+        reason: Option<String>,
+    },
+    Disable {
+        user: UserName,
+        reason: Option<String>,
+    },
+    Enable(UserName),
+    ResetPass {
+        user: UserName,
+        password: Password,
+    },
+    Announce(String),
+    Kill {
+        user: UserName,
+        reason: Option<String>,
+    },
+    Audit {
+        limit: Option<usize>,
+    },
+    Reload,
 }
 
 impl Command {
@@ -204,6 +335,22 @@ impl Command {
             Command::Pong(_) => Verb::Pong,
             Command::Serve(_) => Verb::Serve,
             Command::Guest(_) => Verb::Guest,
+            Command::Passwd { .. } => Verb::Passwd,
+            Command::Op { on: true, .. } => Verb::Op,
+            Command::Op { on: false, .. } => Verb::Deop,
+            Command::Kick { .. } => Verb::Kick,
+            Command::Ban { .. } => Verb::Ban,
+            Command::Unban { .. } => Verb::Unban,
+            Command::Bans(_) => Verb::Bans,
+            Command::Delete { .. } => Verb::Delete,
+            Command::DelRoom { .. } => Verb::DelRoom,
+            Command::Disable { .. } => Verb::Disable,
+            Command::Enable(_) => Verb::Enable,
+            Command::ResetPass { .. } => Verb::ResetPass,
+            Command::Announce(_) => Verb::Announce,
+            Command::Kill { .. } => Verb::Kill,
+            Command::Audit { .. } => Verb::Audit,
+            Command::Reload => Verb::Reload,
         }
     }
 }
@@ -245,7 +392,35 @@ impl fmt::Display for Command {
             Command::Ping(Some(t)) | Command::Pong(t) => write!(f, "{verb} {t}"),
             Command::Serve(word) => write!(f, "{verb} {word}"),
             Command::Guest(nick) => write!(f, "{verb} {nick}"),
+            Command::Passwd { old, new } => write!(f, "{verb} {old} {new}"),
+            Command::Op { room, user, .. } | Command::Unban { room, user } => write!(f, "{verb} {room} {user}"),
+            Command::Kick { room, user, reason } | Command::Ban { room, user, reason } => {
+                write!(f, "{verb} {room} {user}")?;
+                reason_text(f, reason)
+            }
+            Command::Bans(room) => write!(f, "{verb} {room}"),
+            Command::Delete { room, id } => write!(f, "{verb} {room} {id}"),
+            Command::DelRoom { room, reason } => {
+                write!(f, "{verb} {room}")?;
+                reason_text(f, reason)
+            }
+            Command::Disable { user, reason } | Command::Kill { user, reason } => {
+                write!(f, "{verb} {user}")?;
+                reason_text(f, reason)
+            }
+            Command::Enable(user) => write!(f, "{verb} {user}"),
+            Command::ResetPass { user, password } => write!(f, "{verb} {user} {password}"),
+            Command::Announce(text) => write!(f, "{verb} {text}"),
+            Command::Audit { limit: None } | Command::Reload => f.write_str(verb),
+            Command::Audit { limit: Some(n) } => write!(f, "{verb} LIMIT {n}"),
         }
+    }
+}
+
+fn reason_text(f: &mut fmt::Formatter<'_>, reason: &Option<String>) -> fmt::Result {
+    match reason {
+        Some(r) => write!(f, " {r}"),
+        None => Ok(()),
     }
 }
 

@@ -191,7 +191,81 @@ fn arguments(verb: Verb, args: &str, max_message_bytes: usize) -> Result<Command
         Verb::Pong => Command::Pong(Token::parse(exactly(1)?[0]).ok_or(usage)?),
         Verb::Serve => Command::Serve(CommandWord::parse(exactly(1)?[0]).ok_or(usage)?),
         Verb::Guest => Command::Guest(user(exactly(1)?[0])?),
+        Verb::Passwd => {
+            let w = exactly(2)?;
+            Command::Passwd { old: password(w[0])?, new: password(w[1])? }
+        }
+        Verb::Op | Verb::Deop | Verb::Unban => {
+            let w = exactly(2)?;
+            let (room, user) = (room(w[0])?, user(w[1])?);
+            match verb {
+                Verb::Unban => Command::Unban { room, user },
+                _ => Command::Op { room, user, on: verb == Verb::Op },
+            }
+        }
+        Verb::Kick | Verb::Ban => {
+            let (rest, name) = word(args).map_err(|_| usage.clone())?;
+            let (rest, who) = word(rest).map_err(|_| usage.clone())?;
+            let (room, user) = (room(name)?, user(who)?);
+            let reason = reason(rest, max_message_bytes)?;
+            match verb {
+                Verb::Kick => Command::Kick { room, user, reason },
+                _ => Command::Ban { room, user, reason },
+            }
+        }
+        Verb::Bans => Command::Bans(room(exactly(1)?[0])?),
+        Verb::Delete => {
+            let w = exactly(2)?;
+            let id = w[1].parse::<u64>().ok().filter(|id| *id > 0 && w[1].bytes().all(|b| b.is_ascii_digit()));
+            Command::Delete { room: room(w[0])?, id: id.ok_or(usage)? }
+        }
+        Verb::DelRoom => {
+            let (rest, name) = word(args).map_err(|_| usage.clone())?;
+            Command::DelRoom { room: room(name)?, reason: reason(rest, max_message_bytes)? }
+        }
+        Verb::Disable | Verb::Kill => {
+            let (rest, who) = word(args).map_err(|_| usage.clone())?;
+            let (user, reason) = (user(who)?, reason(rest, max_message_bytes)?);
+            match verb {
+                Verb::Disable => Command::Disable { user, reason },
+                _ => Command::Kill { user, reason },
+            }
+        }
+        Verb::Enable => Command::Enable(user(exactly(1)?[0])?),
+        Verb::ResetPass => {
+            let w = exactly(2)?;
+            Command::ResetPass { user: user(w[0])?, password: password(w[1])? }
+        }
+        Verb::Announce => Command::Announce(message_text(args, max_message_bytes)?),
+        Verb::Audit => match words(args, 0) {
+            Some(_) => Command::Audit { limit: None },
+            None => {
+                let w = exactly(2)?;
+                let n = w[1].parse::<usize>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n));
+                if !w[0].eq_ignore_ascii_case("LIMIT") || !w[1].bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(usage);
+                }
+                Command::Audit { limit: Some(n.ok_or(usage)?) }
+            }
+        },
+        Verb::Reload => {
+            exactly(0)?;
+            Command::Reload
+        }
     })
+}
+
+/// The most entries one `AUDIT` may ask for.
+pub const MAX_AUDIT_LIMIT: usize = 200;
+
+/// An optional free-text reason after the previous argument (blank: none), at most `max` bytes.
+fn reason(after_previous: &str, max: usize) -> Result<Option<String>, ParseError> {
+    let text = free_text(after_previous).filter(|t| !t.trim().is_empty());
+    match text {
+        Some(t) if t.len() > max => Err(ParseError::MessageTooLong(max)),
+        Some(t) => Ok(Some(t.to_string())),
+        None => Ok(None),
+    }
 }
 
 /// The text of a message: what follows the single space after the previous argument, not blank,
@@ -329,6 +403,26 @@ mod tests {
             "PING abc",
             "PONG abc",
             "SERVE Stock",
+            "PASSWD old-password new-password",
+            "OP room bob",
+            "deop room bob",
+            "KICK room bob",
+            "KICK room bob  spamming, twice ",
+            "BAN room bob bye",
+            "UNBAN room bob",
+            "BANS room",
+            "DELETE room 42",
+            "DELROOM room",
+            "DELROOM room gone",
+            "DISABLE bob abuse",
+            "ENABLE bob",
+            "RESETPASS bob new-password",
+            "ANNOUNCE  maintenance at noon",
+            "KILL bob",
+            "KILL bob flood",
+            "AUDIT",
+            "AUDIT limit 5",
+            "RELOAD",
         ] {
             let first = ok(line);
             let again = ok(&first.to_string());

@@ -111,9 +111,13 @@ impl Accounts {
             metrics().login(LoginResult::Throttled);
             return Err(ChatError::Throttled(wait));
         }
-        let stored = self.store.account_hash(user.clone()).await?;
-        let known = stored.is_some();
-        let ok = self.verify(password, stored.unwrap_or_else(|| self.dummy_hash.clone())).await && known;
+        let stored = self.store.account(user.clone()).await?;
+        let (hash, disabled) = match stored {
+            Some(a) => (Some(a.hash), a.disabled),
+            None => (None, None),
+        };
+        let known = hash.is_some();
+        let ok = self.verify(password, hash.unwrap_or_else(|| self.dummy_hash.clone())).await && known;
         if !ok {
             self.failures.fail(&account);
             self.failures.fail(&address);
@@ -122,8 +126,37 @@ impl Accounts {
             return Err(ChatError::BadCredentials);
         }
         self.failures.clear(&account);
+        // Only someone who knows the password learns that the account is disabled.
+        if let Some(reason) = disabled {
+            metrics().login(LoginResult::Failed);
+            tracing::info!(user = %user, %from, "login refused: account disabled");
+            return Err(ChatError::AccountDisabled(reason));
+        }
         metrics().login(LoginResult::Ok);
         Ok(LoggedIn { user: user.clone(), is_bot: self.bots.contains(user) })
+    }
+
+    /// Checks `user`'s password as a login does (same backoff), for PASSWD.
+    pub async fn check_password(&self, user: &UserName, password: &Password, from: IpAddr) -> Result<(), ChatError> {
+        let (account, address) = (Who::Account(user.clone()), Who::Address(from));
+        let wait = self.failures.wait_secs(&account).max(self.failures.wait_secs(&address));
+        if wait > 0 {
+            return Err(ChatError::Throttled(wait));
+        }
+        let hash = self.store.account_hash(user.clone()).await?;
+        let known = hash.is_some();
+        if !(self.verify(password, hash.unwrap_or_else(|| self.dummy_hash.clone())).await && known) {
+            self.failures.fail(&account);
+            self.failures.fail(&address);
+            return Err(ChatError::BadCredentials);
+        }
+        self.failures.clear(&account);
+        Ok(())
+    }
+
+    /// A new password's hash (argon2id, on the hasher threads).
+    pub async fn hash_password(&self, password: &Password) -> Result<String, ChatError> {
+        self.hash(password).await
     }
 
     /// Whether `user` is one of the configured bot accounts.

@@ -181,13 +181,13 @@ impl<T> Owed<T> {
 
 /// One connection's state in the core. `T` is what the front end attaches to each post.
 pub struct Client<T> {
-    conn: ConnId,
-    peer: IpAddr,
+    pub(super) conn: ConnId,
+    pub(super) peer: IpAddr,
     outbox: Outbox,
-    chat: Arc<Chat>,
+    pub(super) chat: Arc<Chat>,
     identity: Identity,
     /// The rooms joined (few: a Vec is smaller than a map).
-    joined: Vec<RoomHandle>,
+    pub(super) joined: Vec<RoomHandle>,
     /// Acknowledgements owed, oldest first.
     owed: VecDeque<Owed<T>>,
     /// Settled while making room for a new post, not yet taken by the front end.
@@ -244,7 +244,7 @@ impl<T> Client<T> {
     }
 
     /// The name this connection goes by: a member's account, or a guest's nick.
-    fn user(&self) -> Result<UserName, ChatError> {
+    pub(super) fn user(&self) -> Result<UserName, ChatError> {
         match &self.identity {
             Identity::Anonymous => Err(ChatError::NotLoggedIn),
             Identity::User(name) | Identity::Bot { name, .. } | Identity::Guest(name) => Ok(name.clone()),
@@ -361,8 +361,9 @@ impl<T> Client<T> {
         if !already && self.joined.len() >= most {
             return Err(ChatError::LimitReached(room.clone(), Limit::RoomsPerConnection));
         }
-        // Guests never create rooms.
-        let handle = self.chat.rooms.get(room, self.chat.auto_create && !guest).await?;
+        // Guests never create rooms; a member who does is the new room's first operator.
+        let creator = (self.chat.auto_create && !guest).then_some(&user);
+        let handle = self.chat.rooms.get(room, creator).await?;
         let joined = handle.join_as(self.conn, user, guest, self.outbox.clone()).await?;
         if !already {
             self.joined.push(handle);
@@ -382,7 +383,7 @@ impl<T> Client<T> {
         self.user()?;
         let handle = match self.joined(room) {
             Some(h) => h.clone(),
-            None => self.chat.rooms.get(room, false).await?,
+            None => self.chat.rooms.get(room, None).await?,
         };
         handle.names(self.conn).await
     }
@@ -394,7 +395,7 @@ impl<T> Client<T> {
         let as_bot = self.serving();
         let handle = match self.joined(room) {
             Some(h) => h.clone(),
-            None if as_bot => self.chat.rooms.get(room, false).await?,
+            None if as_bot => self.chat.rooms.get(room, None).await?,
             None => return Err(ChatError::NotMember(room.clone())),
         };
         let guest = self.is_guest();
@@ -488,7 +489,9 @@ impl<T> Client<T> {
         handle.topic(self.conn).await
     }
 
-    /// Sets a room's topic (members only): stored first, then shown to the other members.
+    /// Sets a room's topic: stored first, then shown to the other members. In a room with
+    /// operators only they (and admins) may; in a room without (the configured initial rooms,
+    /// rooms made before operators existed) every member may.
     pub async fn set_topic(&mut self, room: &RoomName, text: String) -> Result<Topic, ChatError> {
         let me = self.user()?;
         if self.is_guest() {
@@ -497,7 +500,19 @@ impl<T> Client<T> {
         if text.len() > TOPIC_MAX_BYTES {
             return Err(ChatError::TopicTooLong(TOPIC_MAX_BYTES));
         }
-        let handle = self.joined(room).ok_or_else(|| ChatError::NotMember(room.clone()))?.clone();
+        let handle = match self.joined(room) {
+            Some(h) => h.clone(),
+            // Operators and admins set topics without joining.
+            None if self.moderates(room).unwrap_or(false) => self.chat.rooms.get(room, None).await?,
+            None => return Err(ChatError::NotMember(room.clone())),
+        };
+        let (open, op) = {
+            let roles = super::room::roles(&handle.roles);
+            (roles.ops.is_empty(), roles.ops.contains(&me))
+        };
+        if !open && !op && !self.is_admin() {
+            return Err(ChatError::NotOperator(room.clone()));
+        }
         let topic = Topic { text, set_by: me, time: now_millis() };
         let stored = StoredTopic { text: topic.text.clone(), set_by: topic.set_by.clone(), time: topic.time };
         self.chat.store().set_topic(handle.room_id, stored).await?;
@@ -611,6 +626,17 @@ impl<T> Client<T> {
         self.chat.bots.serve(word.clone(), self.outbox.clone());
         *serving = true;
         Ok(())
+    }
+
+    /// Follows what an event pushed to this connection means for its own state: a kick of this
+    /// user, or the room's deletion, means the room is no longer joined.
+    pub fn on_event(&mut self, event: &Event) {
+        let gone = match event {
+            Event::Kicked(k) if self.user().is_ok_and(|me| me == k.user) => &k.room,
+            Event::RoomDeleted(d) => &d.room,
+            _ => return,
+        };
+        self.joined.retain(|h| h.name != *gone);
     }
 
     /// The connection is closing: leave everything and go offline.

@@ -48,6 +48,24 @@ pub enum ChatError {
     /// Something guests may not do here.
     #[error("guests may not {0}")]
     GuestRefused(GuestRefusal),
+    /// Only the room's operators (and admins) may do that.
+    #[error("you are not an operator of {0}")]
+    NotOperator(RoomName),
+    /// Only the server's admins may do that.
+    #[error("only server admins may do that")]
+    NotAdmin,
+    #[error("you are banned from {0}")]
+    Banned(RoomName),
+    /// The account is disabled (the reason an admin gave).
+    #[error("account disabled: {0}")]
+    AccountDisabled(String),
+    #[error("no message {1} in {0}")]
+    NoSuchMessage(RoomName, u64),
+    #[error("{1} is not in {0}")]
+    NotInRoom(RoomName, UserName),
+    /// An admin's reload was refused; the settings in effect stay.
+    #[error("configuration refused, the settings in effect stay: {0}")]
+    ReloadRefused(String),
     /// The command had no effect because a part of the server failed; trying again may work.
     #[error("server error ({0})")]
     Unavailable(Unavailable),
@@ -78,6 +96,9 @@ pub enum GuestRefusal {
     BotCommand(RoomName),
     #[error("set the topic of {0}")]
     Topic(RoomName),
+    /// A guest has no password to change.
+    #[error("change a password (a guest has none)")]
+    Password,
 }
 
 /// What failed inside the server.
@@ -89,6 +110,8 @@ pub enum Unavailable {
     RoomStopped,
     #[error("password hashing failed")]
     Hashing,
+    #[error("reload unavailable")]
+    Reload,
 }
 
 impl From<StoreError> for ChatError {

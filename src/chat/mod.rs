@@ -10,6 +10,7 @@ pub mod client;
 pub mod error;
 pub mod hasher;
 pub mod model;
+pub mod moderation;
 pub mod names;
 pub mod outbox;
 pub mod room;
@@ -111,6 +112,10 @@ pub struct Chat {
     auto_create: bool,
     /// What guests may do.
     pub guests: GuestPolicy,
+    /// The server's admins (`[admin] users`; a reload replaces them).
+    admins: std::sync::RwLock<std::collections::HashSet<UserName>>,
+    /// Where an admin's RELOAD goes (set once the daemon is wired; see `moderation::Reload`).
+    reload: std::sync::OnceLock<moderation::ReloadRequests>,
 }
 
 impl Chat {
@@ -142,6 +147,8 @@ impl Chat {
             rooms_per_connection: config.limits.rooms_per_connection,
             auto_create: config.rooms.auto_create,
             guests: GuestPolicy::from_config(&config.guests),
+            admins: std::sync::RwLock::new(admin_names(&config.admin.users)),
+            reload: std::sync::OnceLock::new(),
         })
     }
 }
@@ -186,4 +193,23 @@ impl Chat {
     pub(crate) fn store(&self) -> &Store {
         &self.store
     }
+
+    /// Whether `user` is one of the server's admins.
+    pub fn is_admin(&self, user: &UserName) -> bool {
+        self.admins.read().unwrap_or_else(|p| p.into_inner()).contains(user)
+    }
+
+    /// Replaces the admins (a reload).
+    pub fn set_admins(&self, users: &[String]) {
+        *self.admins.write().unwrap_or_else(|p| p.into_inner()) = admin_names(users);
+    }
+
+    /// Hands the core the way to the daemon's reload (once, at wiring).
+    pub fn set_reload(&self, requests: moderation::ReloadRequests) {
+        let _ = self.reload.set(requests);
+    }
+}
+
+fn admin_names(users: &[String]) -> std::collections::HashSet<UserName> {
+    users.iter().filter_map(|u| UserName::parse(u)).collect()
 }

@@ -127,6 +127,56 @@ pub struct Membership {
     pub guest: bool,
 }
 
+/// A user removed from a room by one of its operators or an admin (a kick, or a ban).
+#[derive(Debug)]
+pub struct Kick {
+    pub room: RoomName,
+    pub user: UserName,
+    pub by: UserName,
+    pub reason: String,
+}
+
+/// A message deleted from a room's history, so clients can hide it.
+#[derive(Debug)]
+pub struct Deletion {
+    pub room: RoomName,
+    pub id: u64,
+    pub by: UserName,
+}
+
+/// A room deleted by an admin: its members are removed, its history is gone.
+#[derive(Debug)]
+pub struct RoomDeleted {
+    pub room: RoomName,
+    pub by: UserName,
+    pub reason: String,
+}
+
+/// What changed in a room's roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleKind {
+    Op,
+    Deop,
+    Ban,
+    Unban,
+}
+
+/// A user made or unmade an operator of a room, or banned or unbanned from it.
+#[derive(Debug)]
+pub struct RoleChange {
+    pub room: RoomName,
+    pub user: UserName,
+    pub by: UserName,
+    pub kind: RoleKind,
+}
+
+/// A server-wide notice from an admin; also why a connection is being closed by one.
+#[derive(Debug)]
+pub struct Notice {
+    pub from: UserName,
+    pub text: String,
+}
+
 /// Messages a room accepted back to back, fanned out as one event: one queue slot and one wake-up
 /// per member for the lot, and one write.
 #[derive(Debug)]
@@ -166,6 +216,17 @@ pub enum Event {
     Topic(Arc<TopicChange>),
     /// A message between two users (its `room` is `RoomName::direct`), to a connection of either.
     Direct(Arc<Posted>),
+    /// A user was kicked (or banned) from a room; sent to the members, the user's connections
+    /// included, before they are removed.
+    Kicked(Arc<Kick>),
+    Deleted(Arc<Deletion>),
+    RoomDeleted(Arc<RoomDeleted>),
+    Roles(Arc<RoleChange>),
+    /// A server-wide notice.
+    Notice(Arc<Notice>),
+    /// The connection is closed by an admin (account disabled, KILL): the front end says why,
+    /// then the session ends.
+    Close(Arc<Notice>),
 }
 
 impl Event {
@@ -176,7 +237,10 @@ impl Event {
             Event::Topic(t) => t.topic.text.len() + 96,
             Event::Messages(b) => b.weight,
             Event::Command(c) => c.text.len() + 96,
-            Event::Joined(_) | Event::Parted(_) => 64,
+            Event::Joined(_) | Event::Parted(_) | Event::Deleted(_) | Event::Roles(_) => 64,
+            Event::Kicked(k) => k.reason.len() + 96,
+            Event::RoomDeleted(d) => d.reason.len() + 96,
+            Event::Notice(n) | Event::Close(n) => n.text.len() + 96,
         }
     }
 }

@@ -6,21 +6,38 @@
 //! under load a member gets one event (one wake-up, one write) for many messages; alone, a post
 //! goes out at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::bots::Bots;
 use super::error::{ChatError, Limit, Unavailable};
 use super::model::{
-    now_millis, Batch, BotLine, ConnId, Event, Membership, Message, Millis, Posted, Topic, TopicChange,
+    now_millis, Batch, BotLine, ConnId, Deletion, Event, Kick, Membership, Message, Millis, Posted, RoleChange,
+    RoomDeleted, Topic, TopicChange,
 };
 use super::names::{CommandWord, RoomName, UserName};
 use super::outbox::Outbox;
 use super::HISTORY_PAGE;
 use crate::store::{RoomId, Store};
+
+/// A room's operators and the accounts banned from it, as stored. Shared by the room's actor (a
+/// JOIN is checked against the bans there, so a ban and a JOIN never cross) and everyone who
+/// asks who may moderate the room (without a round trip to the actor).
+#[derive(Debug, Default)]
+pub struct Roles {
+    pub ops: HashSet<UserName>,
+    pub bans: HashSet<UserName>,
+}
+
+pub type SharedRoles = Arc<Mutex<Roles>>;
+
+/// Locks a room's roles (a poisoned lock still holds the sets).
+pub fn roles(shared: &SharedRoles) -> std::sync::MutexGuard<'_, Roles> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// What a new member gets back.
 pub struct Joined {
@@ -90,6 +107,27 @@ enum Ask {
     Retract {
         id: u64,
     },
+    /// Removes every connection of `kick.user` (telling the members first); answers how many.
+    Kick {
+        kick: Kick,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Drops a deleted message from the cache and tells the members but `conn`; answers whether
+    /// the cache held it.
+    Delete {
+        conn: ConnId,
+        deletion: Deletion,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Tells the members of a change in the roles (already made in the shared roles).
+    Roles {
+        change: RoleChange,
+    },
+    /// The room is deleted: the members are told and removed, and the actor stops.
+    Close {
+        deleted: RoomDeleted,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A room as loaded from the store.
@@ -100,6 +138,7 @@ pub struct Loaded {
     /// Whether `recent` is all the room has.
     pub complete: bool,
     pub topic: Option<Topic>,
+    pub roles: SharedRoles,
 }
 
 /// A cheap, cloneable handle to a room actor.
@@ -107,6 +146,8 @@ pub struct Loaded {
 pub struct RoomHandle {
     pub name: RoomName,
     pub room_id: RoomId,
+    /// The room's operators and bans.
+    pub roles: SharedRoles,
     tx: mpsc::Sender<Ask>,
     users: Arc<AtomicUsize>,
 }
@@ -130,7 +171,7 @@ impl RoomHandle {
         store: Arc<Store>,
         bots: Arc<Bots>,
     ) -> RoomHandle {
-        let Loaded { room_id, recent, complete, topic } = loaded;
+        let Loaded { room_id, recent, complete, topic, roles } = loaded;
         let (tx, rx) = mpsc::channel(1024);
         let users = Arc::new(AtomicUsize::new(0));
         let last_time = recent.last().map(|m| m.time).unwrap_or(0);
@@ -144,13 +185,15 @@ impl RoomHandle {
             unsent_bytes: 0,
             complete,
             topic,
+            roles: roles.clone(),
+            closed: false,
             last_time,
             settings,
             store,
             bots,
         };
         tokio::spawn(room.run(rx));
-        RoomHandle { name, room_id, tx, users }
+        RoomHandle { name, room_id, roles, tx, users }
     }
 
     /// How many distinct users are in the room now.
@@ -219,6 +262,28 @@ impl RoomHandle {
     pub async fn retract(&self, id: u64) {
         let _ = self.tx.send(Ask::Retract { id }).await;
     }
+
+    /// Removes every connection of `kick.user` from the room; the members (the user's
+    /// connections included) get the kick first. Returns how many connections were removed.
+    pub async fn kick(&self, kick: Kick) -> Result<usize, ChatError> {
+        self.ask(|reply| Ask::Kick { kick, reply }).await
+    }
+
+    /// Drops a deleted message from the cache and tells the members but `conn`. Returns whether
+    /// the cache held it.
+    pub async fn delete(&self, conn: ConnId, deletion: Deletion) -> Result<bool, ChatError> {
+        self.ask(|reply| Ask::Delete { conn, deletion, reply }).await
+    }
+
+    /// Tells the members of a change in the roles.
+    pub async fn announce(&self, change: RoleChange) {
+        let _ = self.tx.send(Ask::Roles { change }).await;
+    }
+
+    /// Closes the room (deleted): members are told and removed, and the actor stops.
+    pub async fn close(&self, deleted: RoomDeleted) {
+        let _ = self.ask(|reply| Ask::Close { deleted, reply }).await;
+    }
 }
 
 struct Member {
@@ -240,6 +305,9 @@ struct Room {
     /// True while `recent` holds every message the room has (so no page needs the database).
     complete: bool,
     topic: Option<Topic>,
+    roles: SharedRoles,
+    /// Deleted: the actor stops after this request.
+    closed: bool,
     last_time: Millis,
     settings: RoomSettings,
     store: Arc<Store>,
@@ -271,6 +339,10 @@ impl Room {
                 }
             }
             self.send_unsent();
+            if self.closed {
+                // Deleted: requests still waiting find the room gone.
+                return;
+            }
         }
     }
 
@@ -278,7 +350,7 @@ impl Room {
     /// Returns how many it handled.
     fn take_waiting(&mut self, rx: &mut mpsc::Receiver<Ask>) -> usize {
         let mut handled = 0;
-        while !self.batch_full() {
+        while !self.batch_full() && !self.closed {
             match rx.try_recv() {
                 Ok(ask) => self.handle(ask),
                 Err(_) => break,
@@ -320,6 +392,24 @@ impl Room {
                 let _ = reply.send(self.set_topic(conn, topic));
             }
             Ask::Retract { id } => self.recent.retain(|p| p.msg.id != id),
+            Ask::Kick { kick, reply } => {
+                let _ = reply.send(self.kick(kick));
+            }
+            Ask::Delete { conn, deletion, reply } => {
+                let cached = self.recent.iter().any(|p| p.msg.id == deletion.id);
+                self.recent.retain(|p| p.msg.id != deletion.id);
+                self.broadcast(Event::Deleted(Arc::new(deletion)), Some(conn));
+                let _ = reply.send(cached);
+            }
+            Ask::Roles { change } => self.broadcast(Event::Roles(Arc::new(change)), None),
+            Ask::Close { deleted, reply } => {
+                self.broadcast(Event::RoomDeleted(Arc::new(deleted)), None);
+                for conn in self.members.keys().copied().collect::<Vec<_>>() {
+                    self.drop_member(conn);
+                }
+                self.closed = true;
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -349,6 +439,9 @@ impl Room {
 
     fn join(&mut self, conn: ConnId, user: UserName, guest: bool, outbox: Outbox) -> Result<Joined, ChatError> {
         if !self.members.contains_key(&conn) {
+            if roles(&self.roles).bans.contains(&user) {
+                return Err(ChatError::Banned(self.name.clone()));
+            }
             if self.members.len() >= self.settings.members_per_room {
                 return Err(ChatError::LimitReached(self.name.clone(), Limit::MembersPerRoom));
             }
@@ -373,6 +466,32 @@ impl Room {
             users: self.users.len(),
             topic: self.topic.clone(),
         })
+    }
+
+    /// Removes every connection of the kicked user, after telling the members (them included).
+    fn kick(&mut self, kick: Kick) -> usize {
+        let conns: Vec<ConnId> = self.members.iter().filter(|(_, m)| m.user == kick.user).map(|(c, _)| *c).collect();
+        if conns.is_empty() {
+            return 0;
+        }
+        self.broadcast(Event::Kicked(Arc::new(kick)), None);
+        for conn in &conns {
+            self.drop_member(*conn);
+        }
+        conns.len()
+    }
+
+    /// Removes a member without a PART (a kick or the room's deletion told the members).
+    fn drop_member(&mut self, conn: ConnId) {
+        let Some(member) = self.members.remove(&conn) else { return };
+        crate::metrics::metrics().members.dec();
+        match self.users.get_mut(&member.user) {
+            Some(n) if *n > 1 => *n -= 1,
+            _ => {
+                self.users.remove(&member.user);
+            }
+        }
+        self.user_count.store(self.users.len(), Ordering::Relaxed);
     }
 
     /// Removes a member; announces PART when it was the user's last connection here.
@@ -425,8 +544,8 @@ impl Room {
         self.member(said.conn)
     }
 
+    /// Sets the topic; the client checked who may (a member, or an operator from outside).
     fn set_topic(&mut self, conn: ConnId, topic: Topic) -> Result<(), ChatError> {
-        self.member(conn)?;
         self.topic = Some(topic.clone());
         let change = Arc::new(TopicChange { room: self.name.clone(), topic });
         self.broadcast(Event::Topic(change), Some(conn));
@@ -509,7 +628,7 @@ mod tests {
         let name = RoomName::parse("general").unwrap();
         let room_id = store.create_room(name.clone()).await.unwrap();
         let settings = RoomSettings { cache_messages: 200, members_per_room: 10, batch_bytes: 1000 };
-        let loaded = Loaded { room_id, recent: Vec::new(), complete: true, topic: None };
+        let loaded = Loaded { room_id, recent: Vec::new(), complete: true, topic: None, roles: Default::default() };
         RoomHandle::spawn(name, loaded, settings, store, Arc::new(Bots::default()))
     }
 

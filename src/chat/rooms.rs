@@ -12,14 +12,17 @@ use super::bots::Bots;
 use super::error::{ChatError, Limit};
 use super::model::{Message, Topic};
 use super::names::RoomName;
-use super::room::{Loaded, RoomHandle, RoomSettings};
-use crate::store::{RoomId, Store, StoreError, StoredRoom};
+use super::names::UserName;
+use super::room::{Loaded, Roles, RoomHandle, RoomSettings, SharedRoles};
+use crate::store::{Change, RoomId, Store, StoreError, StoredRoom};
 
 /// A room the store knows; its actor starts on first use.
 struct Slot {
     id: RoomId,
     /// The topic as loaded; the actor owns it once started.
     topic: Option<Topic>,
+    /// Its operators and bans (shared with the actor once started).
+    roles: SharedRoles,
     handle: OnceCell<RoomHandle>,
 }
 
@@ -51,12 +54,15 @@ impl Rooms {
         Ok(Rooms { slots: Mutex::new(slots), creating: Default::default(), store, bots, settings, max_rooms })
     }
 
-    /// The room's handle; a missing room is created when `create` is true.
-    pub async fn get(&self, name: &RoomName, create: bool) -> Result<RoomHandle, ChatError> {
+    /// The room's handle; a missing room is created when `creator` is given (it becomes the
+    /// room's first operator).
+    pub async fn get(&self, name: &RoomName, creator: Option<&UserName>) -> Result<RoomHandle, ChatError> {
         let slot = match self.slot(name) {
             Some(slot) => slot,
-            None if create => self.create(name).await?,
-            None => return Err(ChatError::NoSuchRoom(name.clone())),
+            None => match creator {
+                Some(creator) => self.create(name, creator).await?,
+                None => return Err(ChatError::NoSuchRoom(name.clone())),
+            },
         };
         slot.handle.get_or_try_init(|| self.start(name, &slot)).await.cloned()
     }
@@ -65,7 +71,24 @@ impl Rooms {
         self.slots.lock().unwrap().get(name).cloned()
     }
 
-    async fn create(&self, name: &RoomName) -> Result<Arc<Slot>, ChatError> {
+    /// The room's id and roles, without starting it.
+    pub fn roles(&self, name: &RoomName) -> Result<(RoomId, SharedRoles), ChatError> {
+        let slot = self.slot(name).ok_or_else(|| ChatError::NoSuchRoom(name.clone()))?;
+        Ok((slot.id, slot.roles.clone()))
+    }
+
+    /// Forgets a deleted room (its name may be created again); its running actor, if any.
+    pub fn remove(&self, name: &RoomName) -> Option<RoomHandle> {
+        let (slot, rooms) = {
+            let mut slots = self.slots.lock().unwrap();
+            let slot = slots.remove(name);
+            (slot, slots.len())
+        };
+        crate::metrics::metrics().rooms.set(rooms as i64);
+        slot.and_then(|s| s.handle.get().cloned())
+    }
+
+    async fn create(&self, name: &RoomName, creator: &UserName) -> Result<Arc<Slot>, ChatError> {
         let _creating = self.creating.lock().await;
         if let Some(slot) = self.slot(name) {
             return Ok(slot); // created while this one waited
@@ -74,8 +97,10 @@ impl Rooms {
             return Err(ChatError::LimitReached(name.clone(), Limit::Rooms));
         }
         let id = self.store.create_room(name.clone()).await?;
-        tracing::info!(room = %name, "room created");
-        let slot = Slot::stored(StoredRoom { id, name: name.clone(), topic: None });
+        self.store.change(vec![Change::SetOp { room: id, user: creator.clone(), on: true }]).await?;
+        tracing::info!(room = %name, creator = %creator, "room created");
+        let ops = vec![creator.clone()];
+        let slot = Slot::stored(StoredRoom { id, name: name.clone(), topic: None, ops, bans: Vec::new() });
         let rooms = {
             let mut slots = self.slots.lock().unwrap();
             slots.insert(name.clone(), slot.clone());
@@ -94,7 +119,7 @@ impl Rooms {
         let skip = stored.len().saturating_sub(want);
         let recent = stored.into_iter().skip(skip).map(|m| Message::stored(name, m)).collect();
         let (settings, store, bots) = (self.settings.clone(), self.store.clone(), self.bots.clone());
-        let loaded = Loaded { room_id: id, recent, complete, topic: slot.topic.clone() };
+        let loaded = Loaded { room_id: id, recent, complete, topic: slot.topic.clone(), roles: slot.roles.clone() };
         Ok(RoomHandle::spawn(name.clone(), loaded, settings, store, bots))
     }
 
@@ -113,6 +138,7 @@ impl Rooms {
 impl Slot {
     fn stored(room: StoredRoom) -> Arc<Slot> {
         let topic = room.topic.map(|t| Topic { text: t.text, set_by: t.set_by, time: t.time });
-        Arc::new(Slot { id: room.id, topic, handle: OnceCell::new() })
+        let roles = Roles { ops: room.ops.into_iter().collect(), bans: room.bans.into_iter().collect() };
+        Arc::new(Slot { id: room.id, topic, roles: Arc::new(std::sync::Mutex::new(roles)), handle: OnceCell::new() })
     }
 }

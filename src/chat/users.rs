@@ -103,4 +103,25 @@ impl Users {
             }
         }
     }
+
+    /// Pushes `event` to every connection of `user`; returns how many.
+    pub fn tell(&self, user: &UserName, event: &Event) -> usize {
+        let online = self.online.lock().unwrap_or_else(|p| p.into_inner());
+        let list = online.get(user).map(Vec::as_slice).unwrap_or_default();
+        for p in list {
+            p.outbox.push(event.clone());
+        }
+        list.len()
+    }
+
+    /// Pushes `event` to every logged-in connection (members and guests); returns how many.
+    pub fn tell_everyone(&self, event: &Event) -> usize {
+        let online = self.online.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for p in online.values().flatten() {
+            p.outbox.push(event.clone());
+            n += 1;
+        }
+        n
+    }
 }

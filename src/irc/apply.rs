@@ -13,6 +13,7 @@ use super::wire::ParseError;
 use super::{Irc, IrcClient, PostTag};
 use crate::chat::client::PostOutcome;
 use crate::chat::client::{Anchor, Conversation, HistoryQuery};
+use crate::chat::error::ChatError;
 use crate::chat::model::Message as ChatMessage;
 use crate::chat::model::{format_time, Millis};
 use crate::chat::names::{CommandWord, RoomName, UserName};
@@ -126,7 +127,11 @@ async fn execute(irc: &mut Irc, client: &mut IrcClient, command: &str, m: &Messa
         "LIST" => list(client, m, r),
         "WHO" => who(irc, client, m, r).await,
         "WHOIS" => whois(irc, client, m, r).await,
-        "MODE" => mode(irc, client, m, r),
+        "MODE" => mode(irc, client, m, r).await,
+        "KICK" => kick(client, m, r).await,
+        "REDACT" => redact(client, m, r).await,
+        "KILL" => kill(client, m, r).await,
+        "REHASH" => rehash(client, r).await,
         "AWAY" => away(irc, client, m, r),
         "TOPIC" => topic(irc, client, m, r).await,
         "CHATHISTORY" => chathistory(irc, client, m, r).await,
@@ -305,16 +310,21 @@ async fn join_one(irc: &mut Irc, client: &mut IrcClient, name: &str, r: &mut Rep
 async fn names(client: &IrcClient, room: &RoomName, r: &mut Reply) {
     let target = chan(room);
     if let Ok(users) = client.names(room).await {
+        let ops = client.room_ops(room);
         let mut line = String::new();
         for user in users {
-            if !line.is_empty() && line.len() + user.as_str().len() >= NAMES_PER_LINE {
+            let user = match ops.contains(&user) {
+                true => format!("@{user}"),
+                false => user.to_string(),
+            };
+            if !line.is_empty() && line.len() + user.len() >= NAMES_PER_LINE {
                 r.numeric("353", &["=", &target, &line]);
                 line.clear();
             }
             if !line.is_empty() {
                 line.push(' ');
             }
-            line.push_str(user.as_str());
+            line.push_str(&user);
         }
         if !line.is_empty() {
             r.numeric("353", &["=", &target, &line]);
@@ -380,14 +390,17 @@ fn list(client: &IrcClient, m: &Message, r: &mut Reply) {
     r.numeric("323", &["End of /LIST"]);
 }
 
-/// The WHO flags of a user: here or gone, and `B` for bots.
-fn who_flags(irc: &Irc, nick: &str) -> String {
+/// The WHO flags of a user: here or gone, `@` for a channel's operator, and `B` for bots.
+fn who_flags(irc: &Irc, nick: &str, op: bool) -> String {
     let away = match UserName::parse(nick) {
         _ if nick == irc.state.client() => irc.state.away.is_some(),
         Some(user) => irc.settings.chat.users.online(&user).is_some_and(|o| o.away.is_some()),
         None => false,
     };
     let mut flags = if away { "G".to_string() } else { "H".to_string() };
+    if op {
+        flags.push('@');
+    }
     if irc.settings.is_bot(nick) {
         flags.push('B');
     }
@@ -401,15 +414,16 @@ async fn who(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
         return;
     };
     let server = irc.settings.server_name.clone();
-    let mut line = |channel: &str, nick: &str| {
-        let flags = who_flags(irc, nick);
+    let mut line = |channel: &str, nick: &str, op: bool| {
+        let flags = who_flags(irc, nick, op);
         r.numeric("352", &[channel, nick, reply::USER_HOST, &server, nick, &flags, &format!("0 {nick}")]);
     };
     match channel(&mask) {
         Some(room) if irc.state.joined.contains(&room) => {
             if let Ok(users) = client.names(&room).await {
+                let ops = client.room_ops(&room);
                 for user in users {
-                    line(&mask, user.as_str());
+                    line(&mask, user.as_str(), ops.contains(&user));
                 }
             }
         }
@@ -417,7 +431,7 @@ async fn who(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
         None => {
             if let Some(user) = UserName::parse(&mask) {
                 if user.as_str() == irc.state.client() || irc.settings.chat.users.online(&user).is_some() {
-                    line("*", user.as_str());
+                    line("*", user.as_str(), false);
                 }
             }
         }
@@ -484,29 +498,27 @@ async fn whois(irc: &Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
     r.numeric("318", &[&who, "End of /WHOIS list"]);
 }
 
-/// MODE queries: a channel's modes (`+n`: only members post) and its empty lists; your own user
-/// modes. chatd has no operators, so no mode can be set on a channel.
-fn mode(irc: &mut Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
+/// MODE: a channel's modes (`+n`: only members post; `+t` once it has operators: only they set
+/// the topic), its ban list (`+b`, 367/368), and for operators `+o/-o <nick>` and
+/// `+b/-b <nick>`; your own user modes.
+async fn mode(irc: &mut Irc, client: &mut IrcClient, m: &Message, r: &mut Reply) {
     let Some(target) = m.params.first().cloned() else {
         r.numeric("461", &["MODE", "Not enough parameters"]);
         return;
     };
     let change = m.params.get(1).cloned();
     if target.starts_with('#') {
-        let exists = channel(&target).is_some_and(|room| {
-            irc.state.joined.contains(&room) || irc.settings.chat.rooms.list().iter().any(|(r, _)| *r == room)
+        let room = channel(&target).filter(|room| {
+            irc.state.joined.contains(room) || irc.settings.chat.rooms.list().iter().any(|(r, _)| r == room)
         });
-        if !exists {
+        let Some(room) = room else {
             return r.numeric("403", &[&target, "No such channel"]);
-        }
-        match change.as_deref().map(|c| c.trim_start_matches('+')) {
-            None => r.numeric("324", &[&target, "+n"]),
-            Some("b") => r.numeric("368", &[&target, "End of channel ban list"]),
-            Some("e") => r.numeric("349", &[&target, "End of channel exception list"]),
-            Some("I") => r.numeric("347", &[&target, "End of channel invite list"]),
-            Some(_) => r.numeric("482", &[&target, "You're not channel operator (chatd has no channel operators)"]),
-        }
-        return;
+        };
+        let Some(change) = change else {
+            let modes = if client.room_ops(&room).is_empty() { "+n" } else { "+nt" };
+            return r.numeric("324", &[&target, modes]);
+        };
+        return channel_mode(client, &room, &target, &change, &m.params[2..], r).await;
     }
     if !target.eq_ignore_ascii_case(irc.state.client()) {
         r.numeric("502", &["Cant change mode for other users"]);
@@ -545,6 +557,144 @@ fn mode(irc: &mut Irc, client: &IrcClient, m: &Message, r: &mut Reply) {
     if !applied.is_empty() {
         let me = irc.state.client().to_string();
         r.raw(Some(&me), "MODE", &[&me, &applied]);
+    }
+}
+
+/// A channel mode change: each of `+o -o +b -b` takes a nick from `args`; `b` without one lists
+/// the bans; `e` and `I` are empty lists.
+async fn channel_mode(
+    client: &mut IrcClient,
+    room: &RoomName,
+    target: &str,
+    change: &str,
+    args: &[String],
+    r: &mut Reply,
+) {
+    let mut on = true;
+    let mut args = args.iter();
+    for c in change.chars() {
+        match c {
+            '+' => on = true,
+            '-' => on = false,
+            'o' | 'b' => {
+                let Some(arg) = args.next() else {
+                    if c == 'b' {
+                        ban_list(client, room, target, r);
+                    } else {
+                        r.numeric("461", &["MODE", "Not enough parameters"]);
+                    }
+                    continue;
+                };
+                // A ban mask names the account before its `!` (chatd bans accounts, not hosts).
+                let nick = arg.split('!').next().unwrap_or_default();
+                let Some(user) = UserName::parse(nick) else {
+                    r.numeric("401", &[arg, "No such nick/channel"]);
+                    continue;
+                };
+                let result = match (c, on) {
+                    ('o', on) => client.set_op(room, &user, on).await,
+                    (_, true) => client.ban(room, &user, "").await,
+                    (_, false) => client.unban(room, &user).await,
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(ChatError::NoSuchUser(_)) => r.numeric("401", &[user.as_str(), "No such nick/channel"]),
+                    Err(e) => r.error(&e, "MODE", target),
+                }
+            }
+            'e' => r.numeric("349", &[target, "End of channel exception list"]),
+            'I' => r.numeric("347", &[target, "End of channel invite list"]),
+            'n' | 't' => {} // fixed: +n always, +t while the channel has operators
+            other => r.numeric("472", &[&other.to_string(), "is unknown mode char to me"]),
+        }
+    }
+}
+
+/// 367 per ban, 368.
+fn ban_list(client: &IrcClient, room: &RoomName, target: &str, r: &mut Reply) {
+    if let Ok(bans) = client.bans(room) {
+        for user in bans {
+            r.numeric("367", &[target, &reply::ban_mask(user.as_str())]);
+        }
+    }
+    r.numeric("368", &[target, "End of channel ban list"]);
+}
+
+/// KICK #channel nick[,nick] [reason]: operators and admins.
+async fn kick(client: &mut IrcClient, m: &Message, r: &mut Reply) {
+    let (Some(target), Some(nicks)) = (m.params.first(), m.params.get(1)) else {
+        return r.numeric("461", &["KICK", "Not enough parameters"]);
+    };
+    let Some(room) = channel(target) else {
+        return r.numeric("403", &[target, "No such channel"]);
+    };
+    let reason = m.params.get(2).map_or("", String::as_str);
+    for nick in nicks.split(',').filter(|n| !n.is_empty()) {
+        let Some(user) = UserName::parse(nick) else {
+            r.numeric("401", &[nick, "No such nick/channel"]);
+            continue;
+        };
+        // The members (this connection too, when on the channel) see the KICK.
+        if let Err(e) = client.kick(&room, &user, reason).await {
+            r.error(&e, "KICK", target);
+        }
+    }
+}
+
+/// REDACT #channel msgid [reason] (IRCv3 draft/message-redaction): operators and admins delete
+/// a message; the members with the capability get the REDACT.
+async fn redact(client: &mut IrcClient, m: &Message, r: &mut Reply) {
+    const C: &str = "REDACT";
+    let (Some(target), Some(msgid)) = (m.params.first(), m.params.get(1)) else {
+        return r.fail(C, "NEED_MORE_PARAMS", &[], "Missing parameters");
+    };
+    let Some(room) = channel(target) else {
+        return r.fail(C, "INVALID_TARGET", &[target], &format!("You cannot delete messages from {target}"));
+    };
+    let Ok(id) = msgid.parse::<u64>() else {
+        return r.fail(C, "UNKNOWN_MSGID", &[target, msgid], "This message does not exist");
+    };
+    match client.delete_message(&room, id).await {
+        Ok(()) => {
+            let me = r.nick.clone();
+            let mut params = vec![target.clone(), msgid.clone()];
+            params.extend(m.params.get(2).cloned());
+            r.push(Message::new(C, params).with_source(reply::user_source(&me)));
+        }
+        Err(ChatError::NotOperator(_)) => {
+            r.fail(C, "REDACT_FORBIDDEN", &[target, msgid], "You are not authorised to delete this message")
+        }
+        Err(e) => r.error(&e, C, target),
+    }
+}
+
+/// KILL nick [reason]: admins close every connection of a user.
+async fn kill(client: &mut IrcClient, m: &Message, r: &mut Reply) {
+    let Some(nick) = m.params.first() else {
+        return r.numeric("461", &["KILL", "Not enough parameters"]);
+    };
+    let Some(user) = UserName::parse(nick) else {
+        return r.numeric("401", &[nick, "No such nick/channel"]);
+    };
+    let reason = m.params.get(1).map_or("", String::as_str);
+    match client.kill(&user, reason).await {
+        Ok(n) => r.notice(&format!("Killed {user} ({n} connection(s) closed)")),
+        Err(e) => r.error(&e, "KILL", nick),
+    }
+}
+
+/// REHASH: admins reload chatd.toml as SIGHUP does; 382, then what changed.
+async fn rehash(client: &mut IrcClient, r: &mut Reply) {
+    match client.reload().await {
+        Ok(report) => {
+            r.numeric("382", &["chatd.toml", "Rehashing"]);
+            let list = |keys: &[String]| if keys.is_empty() { "none".to_string() } else { keys.join(", ") };
+            r.notice(&format!("Configuration reloaded; applied: {}", list(&report.applied)));
+            if !report.need_restart.is_empty() {
+                r.notice(&format!("Changed, but needs a restart: {}", list(&report.need_restart)));
+            }
+        }
+        Err(e) => r.error(&e, "REHASH", "*"),
     }
 }
 

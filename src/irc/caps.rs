@@ -15,6 +15,7 @@ pub const SERVER_TIME: u32 = 1 << 7;
 pub const SASL: u32 = 1 << 8;
 pub const ACCOUNT_REGISTRATION: u32 = 1 << 9;
 pub const CHATHISTORY: u32 = 1 << 10;
+pub const MESSAGE_REDACTION: u32 = 1 << 11;
 
 /// Every capability offered: name, bit, and value (shown to `CAP LS 302` clients).
 pub const OFFERED: &[(&str, u32, Option<&str>)] = &[
@@ -23,6 +24,7 @@ pub const OFFERED: &[(&str, u32, Option<&str>)] = &[
     ("cap-notify", CAP_NOTIFY, None),
     ("draft/account-registration", ACCOUNT_REGISTRATION, Some("before-connect,custom-account-name")),
     ("draft/chathistory", CHATHISTORY, None),
+    ("draft/message-redaction", MESSAGE_REDACTION, None),
     ("echo-message", ECHO_MESSAGE, None),
     ("extended-join", EXTENDED_JOIN, None),
     ("labeled-response", LABELED_RESPONSE, None),

@@ -216,6 +216,15 @@ impl Protocol for Irc {
 
     fn event(&mut self, event: &Event, to: ConnId, out: &mut Vec<u8>) {
         reply::event(&self.state, &self.settings, event, to, out);
+        // A kick of this user, or the channel's deletion: no longer on the channel.
+        let gone = match event {
+            Event::Kicked(k) if k.user.as_str() == self.state.client() => Some(&k.room),
+            Event::RoomDeleted(d) => Some(&d.room),
+            _ => None,
+        };
+        if let Some(room) = gone {
+            self.state.joined.retain(|j| j != room);
+        }
     }
 
     fn settled(&mut self, settled: Settled<Self::Tag>, out: &mut Vec<u8>) {

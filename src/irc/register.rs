@@ -197,8 +197,12 @@ pub async fn maybe_welcome(irc: &mut Irc, client: &mut IrcClient, r: &mut Reply)
             match result {
                 Ok(account) => logged_in(irc, client, &account, r),
                 Err(e) => {
-                    if let ChatError::Throttled(secs) = e {
-                        r.notice(&format!("too many failed logins, wait {secs} seconds and try again"));
+                    match &e {
+                        ChatError::Throttled(secs) => {
+                            r.notice(&format!("too many failed logins, wait {secs} seconds and try again"))
+                        }
+                        ChatError::AccountDisabled(why) => r.notice(&format!("account disabled: {why} (ask an admin)")),
+                        _ => {}
                     }
                     r.numeric("464", &["Password incorrect"]);
                     r.raw(None, "ERROR", &["Closing link: bad PASS (use PASS <account>:<password>)"]);
@@ -263,15 +267,15 @@ pub fn isupport(irc: &Irc) -> Vec<String> {
         "BOT=B".into(),
         "CASEMAPPING=ascii".into(),
         format!("CHANLIMIT=#:{}", s.rooms_per_connection),
-        "CHANMODES=,,,n".into(),
+        "CHANMODES=b,,,nt".into(),
         "CHANNELLEN=33".into(),
         "CHANTYPES=#".into(),
         format!("CHATHISTORY={}", crate::chat::HISTORY_PAGE),
         "MSGREFTYPES=msgid,timestamp".into(),
         format!("NETWORK={}", s.network),
         "NICKLEN=24".into(),
-        "PREFIX=()".into(),
-        "TARGMAX=PRIVMSG:1,NOTICE:1,NAMES:1,WHOIS:1".into(),
+        "PREFIX=(o)@".into(),
+        "TARGMAX=PRIVMSG:1,NOTICE:1,NAMES:1,WHOIS:1,KICK:1".into(),
         format!("TOPICLEN={}", crate::chat::TOPIC_MAX_BYTES),
         "USERLEN=24".into(),
         "UTF8ONLY".into(),
@@ -351,8 +355,12 @@ pub async fn authenticate(irc: &mut Irc, client: &mut IrcClient, m: &Message, r:
             r.numeric("903", &["SASL authentication successful"]);
         }
         Err(e) => {
-            if let ChatError::Throttled(secs) = e {
-                r.notice(&format!("too many failed logins, wait {secs} seconds and try again"));
+            match &e {
+                ChatError::Throttled(secs) => {
+                    r.notice(&format!("too many failed logins, wait {secs} seconds and try again"))
+                }
+                ChatError::AccountDisabled(why) => r.notice(&format!("account disabled: {why} (ask an admin)")),
+                _ => {}
             }
             r.numeric("904", &["SASL authentication failed"]);
         }

@@ -9,7 +9,7 @@ use super::caps::{self, Caps};
 use super::wire::Message;
 use super::{Settings, State};
 use crate::chat::error::{ChatError, GuestRefusal, Limit};
-use crate::chat::model::{format_time, ConnId, Event, Message as ChatMessage, Millis, RenderSlot};
+use crate::chat::model::{format_time, ConnId, Event, Message as ChatMessage, Millis, RenderSlot, RoleKind};
 
 /// The IRC front end's rendering of a message (its tagless line), cached in the message as it fans
 /// out; each connection adds its own tags in front.
@@ -172,6 +172,24 @@ impl Reply {
             ),
             ChatError::BadReference => {
                 self.fail(command, "INVALID_PARAMS", &[target], "TARGETS takes timestamps, not msgids")
+            }
+            ChatError::NotOperator(_) => self.numeric("482", &[target, "You're not channel operator"]),
+            ChatError::NotAdmin => {
+                self.numeric("481", &["Permission Denied- You're not an IRC operator (only server admins may)"])
+            }
+            ChatError::Banned(_) => self.numeric("474", &[target, "Cannot join channel (+b)"]),
+            ChatError::AccountDisabled(why) => {
+                self.fail(command, "ACCOUNT_DISABLED", &[target], &format!("account disabled: {why}"))
+            }
+            ChatError::NoSuchMessage(_, id) => {
+                self.fail(command, "UNKNOWN_MSGID", &[target, &id.to_string()], "This message does not exist")
+            }
+            ChatError::NotInRoom(_, user) => {
+                self.numeric("441", &[user.as_str(), target, "They aren't on that channel"])
+            }
+            ChatError::ReloadRefused(why) => self.fail(command, "CONFIG_REFUSED", &[], why),
+            ChatError::GuestRefused(GuestRefusal::Password) => {
+                self.fail(command, "ACCOUNT_REQUIRED", &[], &format!("Guests have no password ({})", log_in_hint()))
             }
         }
     }
@@ -376,7 +394,50 @@ pub fn event(state: &State, settings: &Settings, ev: &Event, to: ConnId, out: &m
             }
             .write(out);
         }
+        Event::Kicked(k) => {
+            let params = vec![format!("#{}", k.room), k.user.to_string(), k.reason.clone()];
+            Message::new("KICK", params).with_source(user_source(k.by.as_str())).write(out);
+        }
+        Event::RoomDeleted(d) => {
+            // IRC has no word for a channel that is gone: each member is kicked from it.
+            let why = match d.reason.is_empty() {
+                true => "channel deleted by a server admin".to_string(),
+                false => format!("channel deleted by a server admin: {}", d.reason),
+            };
+            let params = vec![format!("#{}", d.room), state.client().to_string(), why];
+            Message::new("KICK", params).with_source(user_source(d.by.as_str())).write(out);
+        }
+        Event::Deleted(d) => {
+            // Only to clients that said they understand REDACT (draft/message-redaction).
+            if state.caps.has(caps::MESSAGE_REDACTION) {
+                let params = vec![format!("#{}", d.room), d.id.to_string()];
+                Message::new("REDACT", params).with_source(user_source(d.by.as_str())).write(out);
+            }
+        }
+        Event::Roles(c) => {
+            let (mode, arg) = match c.kind {
+                RoleKind::Op => ("+o", c.user.to_string()),
+                RoleKind::Deop => ("-o", c.user.to_string()),
+                RoleKind::Ban => ("+b", ban_mask(c.user.as_str())),
+                RoleKind::Unban => ("-b", ban_mask(c.user.as_str())),
+            };
+            let params = vec![format!("#{}", c.room), mode.to_string(), arg];
+            Message::new("MODE", params).with_source(user_source(c.by.as_str())).write(out);
+        }
+        Event::Notice(n) => {
+            let text = format!("*** Notice from {}: {}", n.from, n.text);
+            let params = vec![state.client().to_string(), text];
+            Message::new("NOTICE", params).with_source(settings.server_name.clone()).write(out);
+        }
+        Event::Close(n) => {
+            Message::new("ERROR", [format!("Closing link: {}", n.text)]).write(out);
+        }
     }
+}
+
+/// How a ban on an account shows in IRC: `nick!*@*`.
+pub fn ban_mask(user: &str) -> String {
+    format!("{user}!*@*")
 }
 
 /// The tags on a JOIN or PART: the account (account-tag); none for a guest.

@@ -118,8 +118,101 @@ async fn execute(
             client.serve(&word)?;
             r.ok(&[word.as_str()], Some(&format!("serving /{word}")));
         }
+        command => moderate(client, command, r).await?,
     }
     Ok(Flow::Continue)
+}
+
+/// The moderation and administration commands (`chat::moderation` checks who may).
+async fn moderate(client: &mut NativeClient, command: Command, r: &mut Replies<'_>) -> Result<(), ChatError> {
+    match command {
+        Command::Passwd { old, new } => {
+            client.change_password(&old, &new).await?;
+            r.ok(&[], Some("password changed"));
+        }
+        Command::Op { room, user, on } => {
+            client.set_op(&room, &user, on).await?;
+            let text = match on {
+                true => format!("{user} is an operator of {room}"),
+                false => format!("{user} is not an operator of {room}"),
+            };
+            r.ok(&[room.as_str(), user.as_str()], Some(&text));
+        }
+        Command::Kick { room, user, reason } => {
+            let n = client.kick(&room, &user, reason.as_deref().unwrap_or("")).await?;
+            r.ok(&[room.as_str(), user.as_str(), &n.to_string()], Some(&format!("{user} kicked from {room}")));
+        }
+        Command::Ban { room, user, reason } => {
+            client.ban(&room, &user, reason.as_deref().unwrap_or("")).await?;
+            r.ok(&[room.as_str(), user.as_str()], Some(&format!("{user} banned from {room}")));
+        }
+        Command::Unban { room, user } => {
+            client.unban(&room, &user).await?;
+            r.ok(&[room.as_str(), user.as_str()], Some(&format!("{user} may join {room} again")));
+        }
+        Command::Bans(room) => {
+            let bans = client.bans(&room)?;
+            for user in &bans {
+                r.line(140, &[room.as_str(), user.as_str()], None);
+            }
+            r.ok(&[room.as_str(), &bans.len().to_string()], Some("bans listed"));
+        }
+        Command::Delete { room, id } => {
+            client.delete_message(&room, id).await?;
+            r.ok(&[room.as_str(), &id.to_string()], Some("message deleted"));
+        }
+        Command::DelRoom { room, reason } => {
+            client.delete_room(&room, reason.as_deref().unwrap_or("")).await?;
+            r.ok(&[room.as_str()], Some(&format!("{room} deleted with its history")));
+        }
+        Command::Disable { user, reason } => {
+            let n = client.disable(&user, reason.as_deref().unwrap_or("")).await?;
+            r.ok(&[user.as_str(), &n.to_string()], Some(&format!("account disabled, {n} connection(s) closed")));
+        }
+        Command::Enable(user) => {
+            client.enable(&user).await?;
+            r.ok(&[user.as_str()], Some("account enabled"));
+        }
+        Command::ResetPass { user, password } => {
+            client.reset_password(&user, &password).await?;
+            r.ok(&[user.as_str()], Some("password reset"));
+        }
+        Command::Announce(text) => {
+            let n = client.announce_to_all(&text).await?;
+            r.ok(&[&n.to_string()], Some(&format!("sent to {n} connection(s)")));
+        }
+        Command::Kill { user, reason } => {
+            let n = client.kill(&user, reason.as_deref().unwrap_or("")).await?;
+            r.ok(&[user.as_str(), &n.to_string()], Some(&format!("{n} connection(s) closed")));
+        }
+        Command::Audit { limit } => {
+            let entries = client.audit_log(limit.unwrap_or(20)).await?;
+            for e in &entries {
+                let time = format_time(e.time);
+                let mut fields = vec![time.as_str(), e.actor.as_str(), e.action.as_str()];
+                fields.extend(e.target.split(' ').filter(|t| !t.is_empty()));
+                r.line(150, &fields, (!e.detail.is_empty()).then_some(e.detail.as_str()));
+            }
+            r.ok(&[&entries.len().to_string()], Some("audit entries listed, newest first"));
+        }
+        Command::Reload => {
+            let report = client.reload().await?;
+            for key in &report.applied {
+                r.line(160, &["applied", key], None);
+            }
+            for key in &report.need_restart {
+                r.line(160, &["restart", key], None);
+            }
+            let (applied, restart) = (report.applied.len().to_string(), report.need_restart.len().to_string());
+            let text = match report.new_certificate {
+                true => "configuration reloaded; new handshakes get the new certificate",
+                false => "configuration reloaded",
+            };
+            r.ok(&[&applied, &restart], Some(text));
+        }
+        other => unreachable!("not a moderation command: {other:?}"),
+    }
+    Ok(())
 }
 
 fn help(topic: Option<Verb>, r: &mut Replies<'_>) {
@@ -172,9 +265,13 @@ async fn join(client: &mut NativeClient, room: &RoomName, r: &mut Replies<'_>) -
 
 async fn names(client: &NativeClient, room: &RoomName, r: &mut Replies<'_>) -> Result<(), ChatError> {
     let names = client.names(room).await?;
+    let ops = client.room_ops(room);
     for name in &names {
         let shown = super::reply::shown_name(name, client.is_guest_name(name));
-        r.line(120, &[room.as_str(), &shown], None);
+        match ops.contains(name) {
+            true => r.line(120, &[room.as_str(), &shown, "op"], None),
+            false => r.line(120, &[room.as_str(), &shown], None),
+        }
     }
     r.ok(&[room.as_str(), &names.len().to_string()], Some("users listed"));
     Ok(())

@@ -8,7 +8,7 @@ use chatd_proto::parse::ParseError;
 
 use crate::chat::error::ChatError;
 use crate::chat::error::GuestRefusal;
-use crate::chat::model::{format_time, ConnId, Event, Message, RenderSlot, Topic};
+use crate::chat::model::{format_time, ConnId, Event, Message, RenderSlot, RoleKind, Topic};
 use crate::chat::names::{RoomName, UserName};
 use std::borrow::Cow;
 
@@ -63,7 +63,15 @@ impl Replies<'_> {
     pub fn error(&mut self, e: &ChatError) {
         let secs;
         let fields: Vec<&str> = match e {
-            ChatError::NoSuchRoom(room) | ChatError::LimitReached(room, _) => vec![room.as_str()],
+            ChatError::NoSuchRoom(room)
+            | ChatError::LimitReached(room, _)
+            | ChatError::NotOperator(room)
+            | ChatError::Banned(room) => vec![room.as_str()],
+            ChatError::NotInRoom(room, user) => vec![room.as_str(), user.as_str()],
+            ChatError::NoSuchMessage(room, id) => {
+                secs = id.to_string();
+                vec![room.as_str(), &secs]
+            }
             ChatError::NoSuchUser(user) | ChatError::NickIsAccount(user) | ChatError::NickInUse(user) => {
                 vec![user.as_str()]
             }
@@ -105,6 +113,13 @@ pub fn code(e: &ChatError) -> u16 {
         NickIsAccount(_) => 425,
         NickInUse(_) => 426,
         GuestRefused(_) => 427,
+        NotOperator(_) => 428,
+        NotAdmin => 429,
+        Banned(_) => 430,
+        AccountDisabled(_) => 431,
+        NoSuchMessage(..) => 432,
+        NotInRoom(..) => 433,
+        ReloadRefused(_) => 434,
         Unavailable(_) => 500,
     }
 }
@@ -122,6 +137,10 @@ fn text(e: &ChatError) -> String {
         }
         ChatError::NickInUse(nick) => format!("{nick} is in use by another guest, choose another nick"),
         ChatError::GuestRefused(what) => format!("guests may not {what}; REGISTER or LOGIN to become a member"),
+        ChatError::NotOperator(room) => {
+            format!("you are not an operator of {room} (only its operators and admins may)")
+        }
+        ChatError::AccountDisabled(why) => format!("account disabled: {why} (ask an admin)"),
         ChatError::Unavailable(what) => format!("server error ({what}); the command had no effect, try again"),
         other => other.to_string(),
     }
@@ -164,6 +183,22 @@ pub fn event(out: &mut Vec<u8>, ev: &Event, to: ConnId) {
             write_event(out, "TOPIC", &[room.as_str(), t.set_by.as_str(), &format_time(t.time)], Some(&t.text));
         }
         Event::Direct(p) => out.extend_from_slice(p.rendered(NATIVE_RENDERING, direct_event)),
+        Event::Kicked(k) => {
+            write_event(out, "KICK", &[k.room.as_str(), k.user.as_str(), k.by.as_str()], Some(&k.reason))
+        }
+        Event::Deleted(d) => write_event(out, "DELETE", &[d.room.as_str(), &d.id.to_string(), d.by.as_str()], None),
+        Event::RoomDeleted(d) => write_event(out, "DELROOM", &[d.room.as_str(), d.by.as_str()], Some(&d.reason)),
+        Event::Roles(c) => {
+            let name = match c.kind {
+                RoleKind::Op => "OP",
+                RoleKind::Deop => "DEOP",
+                RoleKind::Ban => "BAN",
+                RoleKind::Unban => "UNBAN",
+            };
+            write_event(out, name, &[c.room.as_str(), c.user.as_str(), c.by.as_str()], None);
+        }
+        Event::Notice(n) => write_event(out, "NOTICE", &[n.from.as_str()], Some(&n.text)),
+        Event::Close(n) => write_event(out, "BYE", &[], Some(&n.text)),
     }
 }
 

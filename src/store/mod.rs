@@ -40,6 +40,61 @@ pub struct StoredRoom {
     pub id: RoomId,
     pub name: RoomName,
     pub topic: Option<StoredTopic>,
+    /// Its operators and the accounts banned from it.
+    pub ops: Vec<UserName>,
+    pub bans: Vec<UserName>,
+}
+
+/// An account as the store knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAccount {
+    pub hash: String,
+    /// Why it is disabled; `None` while it is enabled.
+    pub disabled: Option<String>,
+}
+
+/// One line of the audit log: who did what to whom, when, and any detail (a reason).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub time: Millis,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+/// A moderation write (see `Store::change`).
+#[derive(Debug, Clone)]
+pub enum Change {
+    SetOp {
+        room: RoomId,
+        user: UserName,
+        on: bool,
+    },
+    SetBan {
+        room: RoomId,
+        user: UserName,
+        by: UserName,
+        on: bool,
+    },
+    DeleteMessage {
+        room: RoomId,
+        id: u64,
+    },
+    /// The room, its messages, operators and bans.
+    DeleteRoom {
+        room: RoomId,
+    },
+    /// `Some(reason)` disables the account, `None` enables it.
+    SetDisabled {
+        user: UserName,
+        reason: Option<String>,
+    },
+    SetPassword {
+        user: UserName,
+        hash: String,
+    },
+    Audit(AuditEntry),
 }
 
 /// A room's topic: its text, who set it and when.
@@ -140,6 +195,29 @@ impl Store {
     pub async fn account_hash(&self, name: UserName) -> Result<Option<String>, StoreError> {
         match self {
             Store::Sqlite(s) => s.account_hash(name).await,
+        }
+    }
+
+    /// Applies moderation writes in one transaction (an action and its audit entry commit
+    /// together); returns how many rows the first one changed. When that is 0 (nothing to
+    /// change), the others are not applied.
+    pub async fn change(&self, changes: Vec<Change>) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.change(changes).await,
+        }
+    }
+
+    /// An account's password hash and whether it is disabled.
+    pub async fn account(&self, name: UserName) -> Result<Option<StoredAccount>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.account(name).await,
+        }
+    }
+
+    /// The latest `limit` entries of the audit log, newest first.
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.audit(limit).await,
         }
     }
 

@@ -12,13 +12,14 @@ use tokio::sync::{mpsc, oneshot};
 use chatd_proto::names::{RoomName, UserName};
 
 use super::{
-    Committed, MessageRecord, Millis, Position, Range, RoomId, StoreError, StoredMessage, StoredRoom, StoredTopic,
+    AuditEntry, Change, Committed, MessageRecord, Millis, Position, Range, RoomId, StoreError, StoredAccount,
+    StoredMessage, StoredRoom, StoredTopic,
 };
 use crate::config::StorageSection;
 
 /// `chat` in ASCII: marks a file as chatd's database.
 const APPLICATION_ID: i32 = 0x6368_6174;
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE accounts (
@@ -62,6 +63,32 @@ const SCHEMA_3: &str = "
 ALTER TABLE messages ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// What version 4 added: moderation. A disabled account keeps its reason (NULL: enabled); each
+/// room's operators and bans; the audit log of every admin and operator action.
+const SCHEMA_4: &str = "
+ALTER TABLE accounts ADD COLUMN disabled TEXT;
+CREATE TABLE room_ops (
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    user TEXT NOT NULL,
+    PRIMARY KEY (room_id, user)
+) WITHOUT ROWID;
+CREATE TABLE room_bans (
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    user TEXT NOT NULL,
+    by_user TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user)
+) WITHOUT ROWID;
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteOp {
@@ -94,6 +121,11 @@ enum WriteOp {
         room: RoomId,
         topic: StoredTopic,
         ack: Reply<()>,
+    },
+    /// Moderation writes, in one transaction; answers the rows the first one changed.
+    Changes {
+        changes: Vec<Change>,
+        ack: Reply<u64>,
     },
     /// The health check: can the store write? Run on its own, never inside a group commit.
     Probe {
@@ -171,6 +203,38 @@ impl Sqlite {
         self.write(|ack| WriteOp::CreateRoom { name, ack }).await
     }
 
+    pub async fn change(&self, changes: Vec<Change>) -> Result<u64, StoreError> {
+        self.write(|ack| WriteOp::Changes { changes, ack }).await
+    }
+
+    pub async fn account(&self, name: UserName) -> Result<Option<StoredAccount>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT hash, disabled FROM accounts WHERE name = ?1")?
+                .query_row([name.as_str()], |r| Ok(StoredAccount { hash: r.get(0)?, disabled: r.get(1)? }))
+                .optional()
+        })
+        .await
+    }
+
+    /// The latest `limit` audit entries, newest first.
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT ts_ms, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok(AuditEntry {
+                    time: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    target: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -215,7 +279,21 @@ impl Sqlite {
             for row in rows {
                 let (id, name, topic) = row?;
                 if let Some(name) = RoomName::parse(&name) {
-                    out.push(StoredRoom { id, name, topic });
+                    out.push(StoredRoom { id, name, topic, ops: Vec::new(), bans: Vec::new() });
+                }
+            }
+            for (table, ops) in [("room_ops", true), ("room_bans", false)] {
+                let mut stmt = c.prepare(&format!("SELECT room_id, user FROM {table}"))?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    let (id, user) = row?;
+                    let (Some(room), Some(user)) = (out.iter_mut().find(|r| r.id == id), UserName::parse(&user)) else {
+                        continue;
+                    };
+                    match ops {
+                        true => room.ops.push(user),
+                        false => room.bans.push(user),
+                    }
                 }
             }
             Ok(out)
@@ -365,7 +443,7 @@ fn open_checked(path: &Path, options: &StorageSection) -> Result<Connection, Sto
         conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(|e| foreign(e.to_string()))?;
     if app_id == 0 && tables == 0 {
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; BEGIN; {SCHEMA} {SCHEMA_2} {SCHEMA_3} PRAGMA application_id = {APPLICATION_ID}; \
+            "PRAGMA journal_mode = WAL; BEGIN; {SCHEMA} {SCHEMA_2} {SCHEMA_3} {SCHEMA_4} PRAGMA application_id = {APPLICATION_ID}; \
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
     } else if app_id != APPLICATION_ID {
@@ -381,6 +459,12 @@ fn open_checked(path: &Path, options: &StorageSection) -> Result<Connection, Sto
         // The same for 2 -> 3: every message stored before is a member's.
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA_3} PRAGMA user_version = 3; COMMIT;"))?;
         version = 3;
+    }
+    if version == 3 {
+        // 3 -> 4: no account disabled, no operators (rooms made before keep being open to every
+        // member for their topic), no bans, an empty audit log.
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA_4} PRAGMA user_version = 4; COMMIT;"))?;
+        version = 4;
     }
     if version != SCHEMA_VERSION {
         return Err(foreign(format!("schema version {version}, this chatd knows {SCHEMA_VERSION}")));
@@ -467,6 +551,7 @@ fn probe(conn: &mut Connection) -> Result<(), StoreError> {
 /// What one operation produced, once the commit stands.
 enum Outcome {
     Unit,
+    Count(u64),
     Created(bool),
     RoomId(i64),
 }
@@ -498,6 +583,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                         drop(ack.send(Err(e.clone())))
                     }
                     WriteOp::SetTopic { ack, .. } | WriteOp::Probe { ack } => drop(ack.send(Err(e.clone()))),
+                    WriteOp::Changes { ack, .. } => drop(ack.send(Err(e.clone()))),
                     WriteOp::Shutdown => {}
                 }
             }
@@ -517,6 +603,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
             (WriteOp::CreateRoom { ack, .. } | WriteOp::CreateDirect { ack, .. }, Outcome::RoomId(id)) => {
                 drop(ack.send(Ok(id)))
             }
+            (WriteOp::Changes { ack, .. }, Outcome::Count(n)) => drop(ack.send(Ok(n))),
             (WriteOp::Shutdown, _) => {}
             _ => unreachable!("apply answers each operation with its own kind of outcome"),
         }
@@ -570,8 +657,57 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreE
                 .execute(params![room, topic.text, topic.set_by.as_str(), topic.time])?;
             Outcome::Unit
         }
+        WriteOp::Changes { changes, .. } => {
+            // When the first change changes nothing, the rest (its audit entry) is not written.
+            let mut first = None;
+            for change in changes {
+                let n = apply_change(tx, change, now)?;
+                if *first.get_or_insert(n) == 0 {
+                    break;
+                }
+            }
+            Outcome::Count(first.unwrap_or(0))
+        }
         WriteOp::Probe { .. } | WriteOp::Shutdown => Outcome::Unit,
     })
+}
+
+/// One moderation write; returns the rows it changed.
+fn apply_change(tx: &rusqlite::Transaction<'_>, change: &Change, now: Millis) -> Result<u64, StoreError> {
+    let n = match change {
+        Change::SetOp { room, user, on: true } => tx
+            .prepare_cached("INSERT OR IGNORE INTO room_ops (room_id, user) VALUES (?1, ?2)")?
+            .execute(params![room, user.as_str()])?,
+        Change::SetOp { room, user, on: false } => tx
+            .prepare_cached("DELETE FROM room_ops WHERE room_id = ?1 AND user = ?2")?
+            .execute(params![room, user.as_str()])?,
+        Change::SetBan { room, user, by, on: true } => tx
+            .prepare_cached("INSERT OR IGNORE INTO room_bans (room_id, user, by_user, ts_ms) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![room, user.as_str(), by.as_str(), now])?,
+        Change::SetBan { room, user, on: false, .. } => tx
+            .prepare_cached("DELETE FROM room_bans WHERE room_id = ?1 AND user = ?2")?
+            .execute(params![room, user.as_str()])?,
+        Change::DeleteMessage { room, id } => tx
+            .prepare_cached("DELETE FROM messages WHERE room_id = ?1 AND id = ?2")?
+            .execute(params![room, *id as i64])?,
+        Change::DeleteRoom { room } => {
+            let messages = tx.prepare_cached("DELETE FROM messages WHERE room_id = ?1")?.execute([room])?;
+            tx.prepare_cached("DELETE FROM room_ops WHERE room_id = ?1")?.execute([room])?;
+            tx.prepare_cached("DELETE FROM room_bans WHERE room_id = ?1")?.execute([room])?;
+            tx.prepare_cached("DELETE FROM rooms WHERE id = ?1")?.execute([room])?;
+            messages
+        }
+        Change::SetDisabled { user, reason } => tx
+            .prepare_cached("UPDATE accounts SET disabled = ?2 WHERE name = ?1")?
+            .execute(params![user.as_str(), reason])?,
+        Change::SetPassword { user, hash } => {
+            tx.prepare_cached("UPDATE accounts SET hash = ?2 WHERE name = ?1")?.execute(params![user.as_str(), hash])?
+        }
+        Change::Audit(e) => tx
+            .prepare_cached("INSERT INTO audit (ts_ms, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![e.time, e.actor, e.action, e.target, e.detail])?,
+    };
+    Ok(n as u64)
 }
 
 /// What a backup holds, counted in the copy once it is written.
@@ -682,7 +818,7 @@ mod tests {
         let options = StorageSection { db: db.clone(), ..Default::default() };
         let conn = open_checked(&db, &options).unwrap();
         let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         let row = conn.query_row("SELECT id, ts_ms, sender, text, guest FROM messages", [], stored_message).unwrap();
         assert_eq!((row.sender.as_str(), row.text.as_str(), row.guest), ("alice", "old", false));
     }
