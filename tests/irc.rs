@@ -107,7 +107,7 @@ async fn registration_burst_without_caps() {
         "NICKLEN=24",
         "CHANNELLEN=33",
         "UTF8ONLY",
-        "PREFIX=()",
+        "PREFIX=(o)@",
         "BOT=B",
     ] {
         assert!(isupport.contains(&token), "005 lacks {token}: {isupport:?}");

@@ -35,6 +35,11 @@ pub struct ReloadReport {
 pub type ReloadRequest = oneshot::Sender<Result<ReloadReport, String>>;
 pub type ReloadRequests = mpsc::Sender<ReloadRequest>;
 
+/// A text on one line (a configuration error spans several), its whitespace runs made one space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The most audit entries one AUDIT returns.
 pub const AUDIT_MAX: usize = 200;
 
@@ -104,7 +109,7 @@ impl<T> Client<T> {
             actor: actor.to_string(),
             action: action.to_string(),
             target: target.to_string(),
-            detail: detail.to_string(),
+            detail: one_line(detail),
         };
         let changes = match change {
             Some(change) => vec![change, Change::Audit(entry)],
@@ -206,7 +211,7 @@ impl<T> Client<T> {
         let stored = self.audited(Some(change), &me, "delete", &format!("{room} {id}"), "").await?;
         let handle = self.chat.rooms.get(room, None).await?;
         // A message accepted but not yet committed is only in the cache.
-        let cached = handle.delete(self.conn, Deletion { room: room.clone(), id, by: me }).await?;
+        let cached = handle.delete(self.conn, Deletion { room: room.clone(), id, by: me }, stored > 0).await?;
         if stored == 0 && !cached {
             return Err(ChatError::NoSuchMessage(room.clone(), id));
         }
@@ -304,7 +309,7 @@ impl<T> Client<T> {
             Err(why) => format!("refused: {why}"),
         };
         self.audited(None, &me, "reload", "*", &detail).await?;
-        outcome.map_err(ChatError::ReloadRefused)
+        outcome.map_err(|why| ChatError::ReloadRefused(one_line(&why)))
     }
 
     /// Changes this user's own password, given the old one.

@@ -112,11 +112,12 @@ enum Ask {
         kick: Kick,
         reply: oneshot::Sender<usize>,
     },
-    /// Drops a deleted message from the cache and tells the members but `conn`; answers whether
-    /// the cache held it.
+    /// Drops a deleted message from the cache and tells the members but `conn` (when it was
+    /// `stored` or cached); answers whether the cache held it.
     Delete {
         conn: ConnId,
         deletion: Deletion,
+        stored: bool,
         reply: oneshot::Sender<bool>,
     },
     /// Tells the members of a change in the roles (already made in the shared roles).
@@ -271,8 +272,8 @@ impl RoomHandle {
 
     /// Drops a deleted message from the cache and tells the members but `conn`. Returns whether
     /// the cache held it.
-    pub async fn delete(&self, conn: ConnId, deletion: Deletion) -> Result<bool, ChatError> {
-        self.ask(|reply| Ask::Delete { conn, deletion, reply }).await
+    pub async fn delete(&self, conn: ConnId, deletion: Deletion, stored: bool) -> Result<bool, ChatError> {
+        self.ask(|reply| Ask::Delete { conn, deletion, stored, reply }).await
     }
 
     /// Tells the members of a change in the roles.
@@ -395,10 +396,12 @@ impl Room {
             Ask::Kick { kick, reply } => {
                 let _ = reply.send(self.kick(kick));
             }
-            Ask::Delete { conn, deletion, reply } => {
+            Ask::Delete { conn, deletion, stored, reply } => {
                 let cached = self.recent.iter().any(|p| p.msg.id == deletion.id);
                 self.recent.retain(|p| p.msg.id != deletion.id);
-                self.broadcast(Event::Deleted(Arc::new(deletion)), Some(conn));
+                if stored || cached {
+                    self.broadcast(Event::Deleted(Arc::new(deletion)), Some(conn));
+                }
                 let _ = reply.send(cached);
             }
             Ask::Roles { change } => self.broadcast(Event::Roles(Arc::new(change)), None),

@@ -237,7 +237,7 @@ fn welcome(irc: &mut Irc, client: &IrcClient, r: &mut Reply) {
     r.numeric("001", &[&format!("Welcome to the {} Network, {}", s.network, reply::user_source(&nick))]);
     r.numeric("002", &[&format!("Your host is {}, running version {version}", s.server_name)]);
     r.numeric("003", &[&format!("This server was created {}", s.created)]);
-    r.numeric("004", &[&s.server_name, version, "iB", "n"]);
+    r.numeric("004", &[&s.server_name, version, "iB", "bnot", "bo"]);
     for tokens in isupport(irc).chunks(12) {
         let mut params: Vec<&str> = tokens.iter().map(String::as_str).collect();
         params.push("are supported by this server");
