@@ -358,6 +358,14 @@ mod tests {
         assert_eq!(err(b"HISTORY general LIMIT 51").error, ParseError::BadHistoryArguments);
         assert_eq!(err(b"HISTORY general BEFORE x").error, ParseError::BadHistoryArguments);
         assert_eq!(err(b"@bad:label PING").error.code(), 401);
+        assert_eq!(err(b"AUDIT LIMIT 201").error.code(), 401);
+        assert_eq!(err(b"AUDIT LIMIT 0").error.code(), 401);
+        assert_eq!(err(b"DELETE general 0").error.code(), 401);
+        assert_eq!(err(b"DELETE general x").error.code(), 401);
+        assert_eq!(err(b"KICK general").error.code(), 401);
+        assert_eq!(err(b"KICK general b").error, ParseError::BadUserName);
+        assert_eq!(err(b"PASSWD short new-password").error, ParseError::BadPassword);
+        assert_eq!(err(b"ANNOUNCE  ").error, ParseError::EmptyMessage);
     }
 
     #[test]

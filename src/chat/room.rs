@@ -731,6 +731,27 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_kick_removes_every_connection_of_the_user_and_a_ban_refuses_the_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = room(&dir).await;
+        let (alice_out, mut alice_in) = outbox(1, 100, 1 << 20);
+        let (bob_out, mut bob_in) = outbox(2, 100, 1 << 20);
+        let (bob_phone, _bob_phone_in) = outbox(3, 100, 1 << 20);
+        room.join(1, user("alice"), alice_out).await.unwrap();
+        room.join(2, user("bob"), bob_out.clone()).await.unwrap();
+        room.join(3, user("bob"), bob_phone).await.unwrap();
+        delivered(&mut alice_in, 1);
+        let kick = Kick { room: room.name.clone(), user: user("bob"), by: user("alice"), reason: "bye".into() };
+        assert_eq!(room.kick(kick).await.unwrap(), 2);
+        assert!(matches!(bob_in.try_recv(), Some(Event::Kicked(k)) if k.reason == "bye"), "bob is told");
+        assert!(matches!(alice_in.try_recv(), Some(Event::Kicked(_))), "and the members");
+        assert!(alice_in.try_recv().is_none(), "no PART after a kick");
+        assert_eq!(room.names(1).await.unwrap(), [user("alice")]);
+        roles(&room.roles).bans.insert(user("bob"));
+        assert!(matches!(room.join(2, user("bob"), bob_out).await, Err(ChatError::Banned(_))));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn only_members_see_who_is_in_a_room() {
         let dir = tempfile::tempdir().unwrap();
         let room = room(&dir).await;

@@ -821,5 +821,13 @@ mod tests {
         assert_eq!(version, 4);
         let row = conn.query_row("SELECT id, ts_ms, sender, text, guest FROM messages", [], stored_message).unwrap();
         assert_eq!((row.sender.as_str(), row.text.as_str(), row.guest), ("alice", "old", false));
+        // Version 4: no operators, bans or audit entries yet, no account disabled.
+        for table in ["room_ops", "room_bans", "audit"] {
+            let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap();
+            assert_eq!(n, 0, "{table}");
+        }
+        let disabled: i64 =
+            conn.query_row("SELECT COUNT(*) FROM accounts WHERE disabled IS NOT NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!(disabled, 0);
     }
 }
