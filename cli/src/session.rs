@@ -393,7 +393,11 @@ impl Session {
                 };
                 conn.notify(pong).await?;
             }
-            "NOTICE" => self.view.info(&format!("server: {}", e.text.as_deref().unwrap_or(""))),
+            "NOTICE" => match e.fields.first() {
+                // A server-wide notice from an admin (ANNOUNCE).
+                Some(from) => self.view.info(&format!("notice from {from}: {}", e.text.as_deref().unwrap_or(""))),
+                None => self.view.info(&format!("server: {}", e.text.as_deref().unwrap_or(""))),
+            },
             // Remembered by the connection: it is why the connection ends.
             "BYE" | "HELLO" => {}
             _ => self.view.event(&e),
