@@ -35,8 +35,44 @@ fn piece() -> impl Strategy<Value = String> {
 fn verb() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "HELP", "REGISTER", "LOGIN", "LOGOUT", "QUIT", "ROOMS", "JOIN", "PART", "NAMES", "WHO", "MSG", "HISTORY",
-            "PING", "PONG", "SERVE", "TOPIC", "DM", "GUEST", "join", "Msg", "hIsToRy", "FROB",
+            "HELP",
+            "REGISTER",
+            "LOGIN",
+            "LOGOUT",
+            "QUIT",
+            "ROOMS",
+            "JOIN",
+            "PART",
+            "NAMES",
+            "WHO",
+            "MSG",
+            "HISTORY",
+            "PING",
+            "PONG",
+            "SERVE",
+            "TOPIC",
+            "DM",
+            "GUEST",
+            "join",
+            "Msg",
+            "hIsToRy",
+            "FROB",
+            "PASSWD",
+            "OP",
+            "DEOP",
+            "KICK",
+            "BAN",
+            "UNBAN",
+            "BANS",
+            "DELETE",
+            "DELROOM",
+            "DISABLE",
+            "ENABLE",
+            "RESETPASS",
+            "ANNOUNCE",
+            "KILL",
+            "AUDIT",
+            "RELOAD",
         ])
         .prop_map(str::to_string),
         "[A-Za-z]{1,8}",
@@ -101,8 +137,37 @@ fn command_line() -> impl Strategy<Value = Vec<u8>> {
         (prop::sample::select(vec!["PING", "PONG"]), token).prop_map(|(v, t)| format!("{v} {t}")),
         "[a-z0-9_-]{1,12}".prop_map(|w| format!("SERVE {w}")),
         (sp, user, "[ ]{0,2}").prop_map(|(a, u, t)| format!("GUEST{a}{u}{t}")),
+        moderation_line(),
     ];
     (label, body).prop_map(|(l, b)| format!("{}{b}", l.unwrap_or_default()).into_bytes())
+}
+
+/// The moderation and administration commands, shaped by their rules.
+fn moderation_line() -> impl Strategy<Value = String> {
+    let room = "#?[A-Za-z0-9][A-Za-z0-9_-]{0,31}";
+    let user = "[A-Za-z][A-Za-z0-9_-]{1,23}";
+    let password = "[!-~é]{8,20}";
+    let reason = prop::option::of("[ -~é€😀]{0,40}");
+    let with = |line: String, reason: Option<String>| match reason {
+        Some(r) => format!("{line} {r}"),
+        None => line,
+    };
+    prop_oneof![
+        (password, password).prop_map(|(o, n)| format!("PASSWD {o} {n}")),
+        (prop::sample::select(vec!["OP", "deop", "UNBAN"]), room, user).prop_map(|(v, r, u)| format!("{v} {r} {u}")),
+        (prop::sample::select(vec!["KICK", "ban"]), room, user, reason.clone())
+            .prop_map(move |(v, r, u, t)| with(format!("{v} {r} {u}"), t)),
+        room.prop_map(|r| format!("BANS {r}")),
+        (room, "[0-9]{1,6}").prop_map(|(r, i)| format!("DELETE {r} {i}")),
+        (room, reason.clone()).prop_map(move |(r, t)| with(format!("DELROOM {r}"), t)),
+        (prop::sample::select(vec!["DISABLE", "kill"]), user, reason)
+            .prop_map(move |(v, u, t)| with(format!("{v} {u}"), t)),
+        user.prop_map(|u| format!("ENABLE {u}")),
+        (user, password).prop_map(|(u, p)| format!("RESETPASS {u} {p}")),
+        "[ -~é€😀]{0,40}".prop_map(|t| format!("ANNOUNCE {t}")),
+        prop::option::of("[0-9]{1,3}").prop_map(|n| n.map_or("AUDIT".to_string(), |n| format!("AUDIT LIMIT {n}"))),
+        Just("RELOAD".to_string()),
+    ]
 }
 
 fn any_line() -> impl Strategy<Value = Vec<u8>> {
