@@ -237,6 +237,10 @@ async fn passwords_are_reset_by_admins_and_changed_by_their_users() {
     assert_eq!(code(&mut bob, "PASSWD fresh-password-1 my-own-password").await, 200);
     let mut third = d.client().await;
     assert_eq!(code(&mut third, "LOGIN bob my-own-password").await, 200);
+    let log = d.log();
+    for secret in ["fresh-password-1", "my-own-password"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
 }
 
 #[tokio::test]
@@ -446,6 +450,17 @@ async fn irc_admins_kill_and_rehash() {
     let error = bob.expect("ERROR").await;
     assert_eq!(error.params, ["Closing link: killed by root: go away"]);
     assert!(bob.next_or_close().await.is_none(), "closed");
+    // A disabled account's IRC login is refused, saying why.
+    assert_eq!(code(&mut root_native, "DISABLE bob spam").await, 200);
+    let mut again = Irc::connect(&d).await;
+    again.send("PASS password-bob").await;
+    again.send("NICK bob").await;
+    again.send("USER bob 0 * :bob").await;
+    let (_, before) = again.until("464").await;
+    assert!(
+        before.iter().any(|m| m.command == "NOTICE" && m.params[1].contains("account disabled: spam")),
+        "{before:?}"
+    );
 
     let path = d.config_path();
     let original = std::fs::read_to_string(&path).unwrap();
