@@ -166,7 +166,7 @@ pub async fn run(
             _ = &mut stop => break,
             Some(()) = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                reloader.reload_and_log();
+                reloader.reload_and_log().await;
             }
         }
     }
