@@ -170,11 +170,11 @@ pub async fn run(
             _ = &mut stop => break,
             Some(()) = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                reloader.reload_and_log();
+                reloader.reload_and_log().await;
             }
             Some(request) = reload_rx.recv() => {
                 tracing::info!("an admin asked for a reload");
-                reloader.answer(request);
+                reloader.answer(request).await;
             }
         }
     }

@@ -20,9 +20,12 @@ use crate::net::tls::{self, CurrentCert};
 pub const LIVE_KEYS: &[&str] = &[
     "accounts.open_registration",
     "admin.users",
+    "bots",
     "irc.motd",
     "tls.cert",
     "tls.key",
+    "limits.max_line_bytes",
+    "limits.max_message_bytes",
     "limits.send_queue_bytes",
     "limits.send_queue_lines",
     "limits.login_timeout_secs",
@@ -63,6 +66,8 @@ pub struct Reloader {
     /// The configuration file as in effect, flattened to `section.key`: live keys as last
     /// reloaded, the others as at start.
     running: Mutex<BTreeMap<String, toml::Value>>,
+    /// One reload at a time (SIGHUP and an admin's command may meet).
+    one_at_a_time: tokio::sync::Mutex<()>,
     pub chat: Arc<Chat>,
     pub gate: Arc<ConnectionGate>,
     pub native_limits: SharedLimits,
@@ -83,19 +88,36 @@ impl Reloader {
         cert: Arc<CurrentCert>,
     ) -> Reloader {
         let running = path.as_ref().and_then(|p| read_flat(p).ok()).unwrap_or_default();
-        Reloader { path, running: Mutex::new(running), chat, gate, native_limits, irc_limits, irc_settings, cert }
+        Reloader {
+            path,
+            running: Mutex::new(running),
+            one_at_a_time: tokio::sync::Mutex::new(()),
+            chat,
+            gate,
+            native_limits,
+            irc_limits,
+            irc_settings,
+            cert,
+        }
     }
 
     /// Reloads the file, or refuses it (nothing changes then).
-    pub fn reload(&self) -> anyhow::Result<Outcome> {
+    pub async fn reload(&self) -> anyhow::Result<Outcome> {
         let path =
             self.path.as_ref().ok_or_else(|| anyhow!("chatd runs on its built-in defaults, with no file to reload"))?;
+        let _one = self.one_at_a_time.lock().await;
         let file = read_flat(path)?;
         let new = Config::load(Some(path))?;
         new.validate()?;
         let (key, fingerprint) = tls::load(&new.tls).context("tls")?;
+        // A new bot needs its password before it is a bot; one that cannot get it refuses the
+        // whole file, like a broken certificate.
+        let bots_changed = self.lock_running().get("bots") != file.get("bots");
+        if bots_changed {
+            self.chat.accounts.provision_bots(&new.bots).await.context("bots")?;
+        }
 
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.lock_running();
         let keys: BTreeSet<&String> = running.keys().chain(file.keys()).collect();
         let (mut applied, mut need_restart) = (Vec::new(), Vec::new());
         for k in keys {
@@ -108,6 +130,7 @@ impl Reloader {
         }
 
         let live = |old: &Limits| Limits {
+            max_message_bytes: new.limits.max_message_bytes,
             send_queue_bytes: new.limits.send_queue_bytes,
             send_queue_lines: new.limits.send_queue_lines,
             login_timeout_secs: new.limits.login_timeout_secs,
@@ -123,8 +146,13 @@ impl Reloader {
             ..old.clone()
         };
         for shared in [&self.native_limits, &self.irc_limits] {
-            let mut limits = shared.write().unwrap_or_else(|p| p.into_inner());
-            *limits = Arc::new(live(&limits));
+            replace(shared, live);
+        }
+        // The native line limit; IRC's is the protocol's own (512 bytes plus tags).
+        replace(&self.native_limits, |old| Limits { max_line_bytes: new.limits.max_line_bytes, ..old.clone() });
+        self.irc_settings.set_max_message_bytes(new.limits.max_message_bytes);
+        if bots_changed {
+            self.chat.accounts.set_bots(&new.bots);
         }
         let l = &new.limits;
         self.gate.set_limits(l.max_connections, l.max_connections_per_address, l.exempt_loopback);
@@ -143,10 +171,14 @@ impl Reloader {
         Ok(Outcome { applied, need_restart, fingerprint, new_certificate })
     }
 
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, toml::Value>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Reloads and logs what happened; answers an admin's RELOAD (the core's `ReloadReport`).
-    pub fn answer(&self, request: crate::chat::moderation::ReloadRequest) {
+    pub async fn answer(&self, request: crate::chat::moderation::ReloadRequest) {
         let path = self.path.as_ref().map_or_else(|| "(none)".to_string(), |p| p.display().to_string());
-        let answer = match self.reload() {
+        let answer = match self.reload().await {
             Ok(o) => {
                 self.log_applied(&path, &o);
                 Ok(crate::chat::moderation::ReloadReport {
@@ -177,9 +209,9 @@ impl Reloader {
     }
 
     /// Reloads and logs what happened.
-    pub fn reload_and_log(&self) -> Option<Outcome> {
+    pub async fn reload_and_log(&self) -> Option<Outcome> {
         let path = self.path.as_ref().map_or_else(|| "(none)".to_string(), |p| p.display().to_string());
-        match self.reload() {
+        match self.reload().await {
             Ok(o) => {
                 self.log_applied(&path, &o);
                 Some(o)
@@ -190,6 +222,11 @@ impl Reloader {
             }
         }
     }
+}
+
+fn replace(shared: &SharedLimits, change: impl FnOnce(&Limits) -> Limits) {
+    let mut limits = shared.write().unwrap_or_else(|p| p.into_inner());
+    *limits = Arc::new(change(&limits));
 }
 
 /// The file's keys as `section.key` (arrays of tables, like `[[bots]]`, as one key).

@@ -1,6 +1,6 @@
 //! Observing a running chatd: the Prometheus metrics (checked by `promtool check metrics`, from
 //! Debian's `prometheus` package, and against what the test did), the health check (200, and 503
-//! when the store cannot write), JSON logs, and `chatd --check-config`.
+//! when the store cannot write: full, or locked by another process), JSON logs, and `chatd --check-config`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -170,6 +170,25 @@ async fn health_is_200_while_the_store_writes_and_503_when_it_cannot() {
     assert!(scrape.get("chatd_storage_errors_total") >= 2.0, "the failed commit and the probe");
     // Still serving what needs no write.
     assert_eq!(call(&mut alice, "PING alive").await.fin.code, 200);
+}
+
+#[tokio::test]
+async fn health_is_503_while_another_process_locks_the_database_and_200_after() {
+    let d = Daemon::start_with(&format!("{WITH_METRICS}[storage]\nbusy_timeout_ms = 200\n")).await;
+    let addr = d.metrics_addr.clone().unwrap();
+    assert_eq!(get(&addr, "/health").await.0, 200);
+
+    // Another process (a careless backup, say) takes the write lock and keeps it.
+    let db = rusqlite::Connection::open(d.dir.join("data/chatd.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, _, body) = get(&addr, "/health").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("unhealthy: the store cannot write") && body.contains("locked"), "says why: {body}");
+
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+    let (status, _, body) = get(&addr, "/health").await;
+    assert_eq!((status, body.as_str()), (200, "ok: the store is writable\n"));
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! handshakes, registration closed and a per-address cap for new connections, while the
 //! connections already open keep talking and a client posting throughout loses nothing; a key that
 //! needs a restart is named in the log; a broken file is refused and the settings stay. And the IRC
-//! MOTD: new IRC clients get the new one, one connected before sees it on its next MOTD.
+//! MOTD: new IRC clients get the new one, one connected before sees it on its next MOTD. And the
+//! bot list and the line limits: a bot added by a reload logs in as a bot; new connections get the
+//! new line and message limits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -228,4 +230,51 @@ async fn sighup_changes_the_irc_motd_for_everyone_and_keeps_irc_clients() {
     assert!(motd.iter().any(|m| m.params.last().is_some_and(|p| p.contains("after the reload"))), "{motd:?}");
     alice.send("JOIN #general").await.unwrap();
     irc_until(&mut alice, "366").await;
+}
+
+#[tokio::test]
+async fn sighup_adds_a_bot_and_changes_the_line_limits() {
+    let d = Daemon::start().await;
+    let mut before = d.member("alice", "general").await;
+    let long_text = "x".repeat(300);
+    assert_eq!(call(&mut before, &format!("MSG general {long_text}")).await.fin.code, 200);
+
+    // A second bot account, and shorter lines and messages.
+    let reloaded = "[[bots]]\nname = \"stockbot\"\npassword_file = \"data/stockbot.secret\"\n\
+                    [[bots]]\nname = \"weatherbot\"\npassword_file = \"data/weatherbot.secret\"\n\
+                    [limits]\nmax_line_bytes = 200\nmax_message_bytes = 100\n";
+    std::fs::write(d.config_path(), merged_config(reloaded)).unwrap();
+    hangup(&d);
+    let applied = log_line(&d, "configuration reloaded", 1).await;
+    for key in ["bots", "limits.max_line_bytes", "limits.max_message_bytes"] {
+        assert!(applied.contains(&format!("\"{key}\"")), "{key} not applied: {applied}");
+    }
+    assert!(!d.log().contains("take effect only after a restart"), "{}", d.log());
+
+    // The new bot logs in with the password chatd wrote for it, and may serve a command.
+    let secret = std::fs::read_to_string(d.dir.join("data/weatherbot.secret")).expect("the new bot's password file");
+    let mut weather = connect(&d.addr, Trust::CaFile(d.ca_file.clone())).await.unwrap();
+    assert_eq!(call(&mut weather, &format!("LOGIN weatherbot {}", secret.trim())).await.fin.code, 200);
+    assert_eq!(call(&mut weather, "SERVE weather").await.fin.code, 200);
+    // Nobody can register the bot's name; an ordinary user still may not serve.
+    let mut carol = connect(&d.addr, Trust::CaFile(d.ca_file.clone())).await.unwrap();
+    assert_eq!(call(&mut carol, "REGISTER weatherbot password-w").await.fin.code, 410);
+    assert_eq!(call(&mut carol, "REGISTER carol password-carol").await.fin.code, 200);
+    assert_eq!(call(&mut carol, "SERVE weather").await.fin.code, 403);
+
+    // New connections get the new limits: a 150-byte message is too long, a 250-byte line too.
+    assert_eq!(call(&mut carol, "JOIN general").await.fin.code, 200);
+    assert_eq!(call(&mut carol, &format!("MSG general {}", "y".repeat(150))).await.fin.code, 417);
+    assert_eq!(call(&mut carol, &format!("MSG general {}", "z".repeat(250))).await.fin.code, 413);
+    assert_eq!(call(&mut carol, "MSG general short enough").await.fin.code, 200);
+    // A connection opened before keeps the limits it was opened with.
+    assert_eq!(call(&mut before, &format!("MSG general {long_text}")).await.fin.code, 200);
+
+    // The bot removed again: a new login is an ordinary user's, who may not serve.
+    std::fs::write(d.config_path(), merged_config("")).unwrap();
+    hangup(&d);
+    log_line(&d, "configuration reloaded", 2).await;
+    let mut again = connect(&d.addr, Trust::CaFile(d.ca_file.clone())).await.unwrap();
+    assert_eq!(call(&mut again, &format!("LOGIN weatherbot {}", secret.trim())).await.fin.code, 200);
+    assert_eq!(call(&mut again, "SERVE weather").await.fin.code, 403);
 }

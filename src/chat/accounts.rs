@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::error::{ChatError, Unavailable};
@@ -28,7 +28,8 @@ pub struct Accounts {
     hasher: Hasher,
     dummy_hash: String,
     open_registration: AtomicBool,
-    bots: HashSet<UserName>,
+    /// The configured bot accounts (a reload replaces them).
+    bots: RwLock<HashSet<UserName>>,
     failures: Backoff<Who>,
     registrations_per_address: WindowCounter<IpAddr>,
     registrations: WindowCounter<()>,
@@ -57,7 +58,7 @@ impl Accounts {
             hasher,
             dummy_hash,
             open_registration: AtomicBool::new(open_registration),
-            bots: bots.iter().filter_map(|b| UserName::parse(&b.name)).collect(),
+            bots: RwLock::new(bot_names(bots)),
             failures: Backoff::new(limits.login_failures_before_delay),
             registrations_per_address: WindowCounter::new(
                 Duration::from_secs(3600),
@@ -84,7 +85,7 @@ impl Accounts {
         if !self.open_registration.load(Ordering::Relaxed) {
             return Err(ChatError::RegistrationClosed);
         }
-        if self.bots.contains(user) {
+        if self.is_bot(user) {
             return Err(ChatError::NameTaken);
         }
         let throttled = |wait: Duration| ChatError::Throttled(wait.as_secs_f64().ceil().max(1.0) as u64);
@@ -133,7 +134,7 @@ impl Accounts {
             return Err(ChatError::AccountDisabled(reason));
         }
         metrics().login(LoginResult::Ok);
-        Ok(LoggedIn { user: user.clone(), is_bot: self.bots.contains(user) })
+        Ok(LoggedIn { user: user.clone(), is_bot: self.is_bot(user) })
     }
 
     /// Checks `user`'s password as a login does (same backoff), for PASSWD.
@@ -161,11 +162,17 @@ impl Accounts {
 
     /// Whether `user` is one of the configured bot accounts.
     pub fn is_bot(&self, user: &UserName) -> bool {
-        self.bots.contains(user)
+        self.bots.read().unwrap_or_else(|p| p.into_inner()).contains(user)
+    }
+
+    /// Replaces the bot accounts (a reload, after `provision_bots` gave the new ones a password).
+    /// A connection logged in before keeps the standing it logged in with until it logs in again.
+    pub fn set_bots(&self, bots: &[BotAccount]) {
+        *self.bots.write().unwrap_or_else(|p| p.into_inner()) = bot_names(bots);
     }
 
     /// Gives each configured bot account its password: the one in its file, or a new random one
-    /// written there owner-only. Run once at start.
+    /// written there owner-only. Run at start and by a reload.
     pub async fn provision_bots(&self, bots: &[BotAccount]) -> anyhow::Result<()> {
         for bot in bots {
             let name = UserName::parse(&bot.name)
@@ -180,6 +187,10 @@ impl Accounts {
         }
         Ok(())
     }
+}
+
+fn bot_names(bots: &[BotAccount]) -> HashSet<UserName> {
+    bots.iter().filter_map(|b| UserName::parse(&b.name)).collect()
 }
 
 fn read_or_create_secret(path: &Path) -> anyhow::Result<String> {

@@ -214,7 +214,7 @@ async fn privmsg(irc: &mut Irc, client: &mut IrcClient, m: &Message, command: &'
         r.numeric("403", &[target, "No such channel"]);
         return;
     };
-    if text.len() > irc.settings.max_message_bytes {
+    if text.len() > irc.settings.max_message_bytes() {
         r.numeric("417", &["Input line was too long"]);
         return;
     }

@@ -13,7 +13,7 @@ pub mod reply;
 /// The IRC wire format (parser and serializer), shared with clients and tests.
 pub use chatd_proto::irc as wire;
 
-use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -49,9 +49,8 @@ pub struct Settings {
     pub network: String,
     /// The MOTD's lines; empty: none. A reload replaces them.
     pub motd: RwLock<Vec<String>>,
-    /// The bot accounts (the `bot` tag, bot mode `B`).
-    pub bots: HashSet<UserName>,
-    pub max_message_bytes: usize,
+    /// The most bytes of a message's text; a reload replaces it.
+    max_message_bytes: AtomicUsize,
     pub rooms_per_connection: usize,
     /// When the server started, for 003.
     pub created: String,
@@ -65,8 +64,7 @@ impl Settings {
             server_name: config.irc.server_name.clone(),
             network: config.irc.network.clone(),
             motd: RwLock::new(motd_lines(&config.irc.motd)),
-            bots: config.bots.iter().filter_map(|b| UserName::parse(&b.name)).collect(),
-            max_message_bytes: config.limits.max_message_bytes,
+            max_message_bytes: AtomicUsize::new(config.limits.max_message_bytes),
             rooms_per_connection: config.limits.rooms_per_connection,
             created: crate::chat::model::format_time(crate::chat::model::now_millis()),
             chat,
@@ -84,8 +82,18 @@ impl Settings {
         *self.motd.write().unwrap_or_else(|p| p.into_inner()) = motd_lines(motd);
     }
 
+    /// Whether `user` is a configured bot account (the `bot` tag, bot mode `B`).
     pub fn is_bot(&self, user: &str) -> bool {
-        UserName::parse(user).is_some_and(|u| self.bots.contains(&u))
+        UserName::parse(user).is_some_and(|u| self.chat.is_bot(&u))
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the message length limit (a reload), for the messages that come next.
+    pub fn set_max_message_bytes(&self, bytes: usize) {
+        self.max_message_bytes.store(bytes, Ordering::Relaxed);
     }
 }
 
