@@ -207,13 +207,19 @@ impl<T> Client<T> {
     /// connection, which gets the reply).
     pub async fn delete_message(&mut self, room: &RoomName, id: u64) -> Result<(), ChatError> {
         let (me, room_id, _) = self.operator_of(room)?;
-        let change = Change::DeleteMessage { room: room_id, id };
-        let stored = self.audited(Some(change), &me, "delete", &format!("{room} {id}"), "").await?;
+        let target = format!("{room} {id}");
+        let change = Change::DeleteMessage { room: room_id, id, before_commit: false };
+        let stored = self.audited(Some(change), &me, "delete", &target, "").await?;
         let handle = self.chat.rooms.get(room, None).await?;
-        // A message accepted but not yet committed is only in the cache.
-        let cached = handle.delete(self.conn, Deletion { room: room.clone(), id, by: me }, stored > 0).await?;
+        let deletion = Deletion { room: room.clone(), id, by: me.clone() };
+        let cached = handle.delete(self.conn, deletion, stored > 0).await?;
         if stored == 0 && !cached {
             return Err(ChatError::NoSuchMessage(room.clone(), id));
+        }
+        if stored == 0 {
+            // Accepted but not committed yet: its commit, still to come, must skip it.
+            let change = Change::DeleteMessage { room: room_id, id, before_commit: true };
+            self.audited(Some(change), &me, "delete", &target, "").await?;
         }
         Ok(())
     }

@@ -80,6 +80,9 @@ pub enum Change {
     DeleteMessage {
         room: RoomId,
         id: u64,
+        /// The room accepted the message but it may not be committed yet: its commit must skip it.
+        /// Only for an id the room's own cache confirmed (ids are unique across rooms).
+        before_commit: bool,
     },
     /// The room, its messages, operators and bans.
     DeleteRoom {

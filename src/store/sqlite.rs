@@ -64,8 +64,10 @@ ALTER TABLE messages ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// What version 4 added: moderation. A disabled account keeps its reason (NULL: enabled); each
-/// room's operators and bans; the audit log of every admin and operator action.
+/// room's operators and bans; the audit log of every admin and operator action; the ids of
+/// messages deleted before their commit, which the commit then skips.
 const SCHEMA_4: &str = "
+CREATE TABLE deleted_messages (id INTEGER PRIMARY KEY);
 ALTER TABLE accounts ADD COLUMN disabled TEXT;
 CREATE TABLE room_ops (
     room_id INTEGER NOT NULL REFERENCES rooms(id),
@@ -614,8 +616,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreE
     let now = chrono::Utc::now().timestamp_millis();
     Ok(match op {
         WriteOp::Append { message: m, room, .. } => {
+            // A message deleted between its acceptance and this commit stays deleted.
             tx.prepare_cached(
-                "INSERT INTO messages (id, room_id, ts_ms, sender, text, guest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages (id, room_id, ts_ms, sender, text, guest) SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+                 WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id = ?1)",
             )?
             .execute(params![m.id() as i64, room, m.time(), m.sender(), m.text(), m.guest() as i64])?;
             Outcome::Unit
@@ -687,9 +691,18 @@ fn apply_change(tx: &rusqlite::Transaction<'_>, change: &Change, now: Millis) ->
         Change::SetBan { room, user, on: false, .. } => tx
             .prepare_cached("DELETE FROM room_bans WHERE room_id = ?1 AND user = ?2")?
             .execute(params![room, user.as_str()])?,
-        Change::DeleteMessage { room, id } => tx
-            .prepare_cached("DELETE FROM messages WHERE room_id = ?1 AND id = ?2")?
-            .execute(params![room, *id as i64])?,
+        Change::DeleteMessage { room, id, before_commit } => {
+            let deleted = tx
+                .prepare_cached("DELETE FROM messages WHERE room_id = ?1 AND id = ?2")?
+                .execute(params![room, *id as i64])?;
+            let tombstone = match before_commit {
+                true => tx
+                    .prepare_cached("INSERT OR IGNORE INTO deleted_messages (id) VALUES (?1)")?
+                    .execute([*id as i64])?,
+                false => 0,
+            };
+            deleted + tombstone
+        }
         Change::DeleteRoom { room } => {
             let messages = tx.prepare_cached("DELETE FROM messages WHERE room_id = ?1")?.execute([room])?;
             tx.prepare_cached("DELETE FROM room_ops WHERE room_id = ?1")?.execute([room])?;
@@ -799,6 +812,44 @@ pub fn backup(db: &Path, dest: &Path) -> Result<BackupSummary, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Record(u64, &'static str);
+
+    impl MessageRecord for Record {
+        fn id(&self) -> u64 {
+            self.0
+        }
+        fn time(&self) -> Millis {
+            1
+        }
+        fn sender(&self) -> &str {
+            "alice"
+        }
+        fn text(&self) -> &str {
+            self.1
+        }
+        fn guest(&self) -> bool {
+            false
+        }
+    }
+
+    /// An operator may delete a message the room accepted before its commit reached the writer:
+    /// the deletion leaves a tombstone, and the commit that comes after stores nothing.
+    #[tokio::test]
+    async fn a_message_deleted_before_its_commit_is_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
+        let room = store.create_room(RoomName::parse("general").unwrap()).await.unwrap();
+        let (kept, deleted) = (store.next_message_id(), store.next_message_id());
+        let gone = store.change(vec![Change::DeleteMessage { room, id: deleted, before_commit: true }]).await;
+        assert_eq!(gone.unwrap(), 1, "the tombstone counts as the change");
+        for (id, text) in [(kept, "kept"), (deleted, "deleted")] {
+            store.append(room, Arc::new(Record(id, text))).await.await.unwrap().unwrap();
+        }
+        let range = Range { after: None, before: None, limit: 10, newest_first: false };
+        let texts: Vec<String> = store.messages(room, range).await.unwrap().into_iter().map(|m| m.text).collect();
+        assert_eq!(texts, ["kept"]);
+    }
 
     /// A version-2 database (as chatd wrote it before guests) is upgraded in place to version 3:
     /// its messages are kept, as members' messages.
