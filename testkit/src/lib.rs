@@ -67,6 +67,9 @@ pub struct Daemon {
     pub irc_plain_addr: Option<String>,
     /// `127.0.0.1:PORT` of the metrics and health HTTP listener, when the configuration has one.
     pub metrics_addr: Option<String>,
+    /// `127.0.0.1:PORT` of the web client's HTTPS and plain HTTP listeners, when configured.
+    pub web_addr: Option<String>,
+    pub web_plain_addr: Option<String>,
     pub ca_file: PathBuf,
     pub fingerprint: String,
     /// The daemon's directory: chatd.toml, certs/, data/, chatd.log.
@@ -92,6 +95,8 @@ impl Daemon {
             irc_addr: String::new(),
             irc_plain_addr: None,
             metrics_addr: None,
+            web_addr: None,
+            web_plain_addr: None,
             ca_file: dir.join("certs/ca.pem"),
             fingerprint: String::new(),
             dir,
@@ -137,6 +142,10 @@ impl Daemon {
                     self.irc_addr = a.to_string();
                 } else if let Some(a) = line.strip_prefix("chatd listening irc-plain ") {
                     self.irc_plain_addr = Some(a.to_string());
+                } else if let Some(a) = line.strip_prefix("chatd listening web ") {
+                    self.web_addr = Some(a.to_string());
+                } else if let Some(a) = line.strip_prefix("chatd listening web-plain ") {
+                    self.web_plain_addr = Some(a.to_string());
                 } else if let Some(a) = line.strip_prefix("chatd listening metrics ") {
                     self.metrics_addr = Some(a.to_string());
                 } else if let Some(f) = line.strip_prefix("chatd certificate sha256 ") {
