@@ -182,6 +182,36 @@ impl Daemon {
         conn
     }
 
+    /// Opens a WebSocket to the web listener (`/ws`, over TLS trusting the daemon's CA) and reads
+    /// nothing: the first line is the front end's greeting. `Err` carries the refusal (e.g.
+    /// "HTTP 403: ...").
+    pub async fn try_websocket(&self, subprotocol: Option<&str>, origin: Option<&str>) -> std::io::Result<LineConn> {
+        let addr = self.web_addr.as_ref().expect("the daemon has no [web] listen");
+        let config = client_config(&Trust::CaFile(self.ca_file.clone())).expect("client config");
+        let tls = chatd_proto::tls::connect(addr, "localhost", config).await?;
+        let handshake = chatd_proto::ws::Handshake {
+            host: addr.clone(),
+            subprotocol: subprotocol.map(str::to_string),
+            origin: origin.map(str::to_string),
+        };
+        let (stream, _) = chatd_proto::ws::connect(Box::new(tls), &handshake).await?;
+        Ok(LineConn::from_stream(stream))
+    }
+
+    /// A native-protocol WebSocket client (subprotocol `chatd.native`, from the daemon's own
+    /// origin, as the web client), its `* HELLO` read.
+    pub async fn websocket(&self) -> LineConn {
+        let port = self.web_addr.as_ref().and_then(|a| a.rsplit(':').next()).expect("web listener");
+        let origin = format!("https://localhost:{port}");
+        let mut conn = tokio::time::timeout(PATIENCE, self.try_websocket(Some("chatd.native"), Some(&origin)))
+            .await
+            .expect("WebSocket connect timed out")
+            .expect("WebSocket connect");
+        let hello = next_line(&mut conn).await;
+        assert!(hello.is_event("HELLO"), "expected * HELLO, got {hello:?}");
+        conn
+    }
+
     /// Connects without TLS-verification setup, as raw TCP (for plaintext-to-TLS-port tests).
     pub async fn raw_tcp(&self) -> tokio::net::TcpStream {
         tokio::net::TcpStream::connect(&self.addr).await.expect("tcp connect")
