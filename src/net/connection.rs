@@ -241,7 +241,7 @@ mod tests {
 
     async fn frames(input: &[u8], max: usize) -> Vec<Frame> {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let mut r = Connection::new(Box::new(server), max);
+        let mut r = Connection::new(Box::new(server) as BoxStream, max);
         let mut client = client;
         client.write_all(input).await.unwrap();
         drop(client);
@@ -263,5 +263,37 @@ mod tests {
         assert_eq!(frames(over.as_bytes(), 16).await, vec![Frame::TooLong, line("ok")]);
         let huge = format!("{}\nok\n", "y".repeat(100_000));
         assert_eq!(frames(huge.as_bytes(), 16).await, vec![Frame::TooLong, line("ok")]);
+    }
+
+    #[tokio::test]
+    async fn a_websocket_message_is_a_line_both_ways() {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let server = crate::net::websocket::server(Box::new(server), 15).await;
+        let mut conn = Connection::new(Transport::WebSocket(Box::new(server)), 16);
+        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        client.send(Message::text("MSG general hi")).await.unwrap();
+        client.send(Message::text("PING 1\r\n")).await.unwrap();
+        client.send(Message::Ping(Bytes::from_static(b"are you there"))).await.unwrap();
+        client.send(Message::text("")).await.unwrap();
+        let line = |s: &str| Frame::Line(Bytes::copy_from_slice(s.as_bytes()));
+        assert_eq!(conn.read_frame().await.unwrap(), Some(line("MSG general hi")));
+        assert_eq!(conn.read_frame().await.unwrap(), Some(line("PING 1")));
+        assert_eq!(conn.read_frame().await.unwrap(), Some(line("")));
+        conn.out.extend_from_slice(b"200 PONG 1\r\n* MSG general 1 t bob :x\r\n");
+        conn.flush().await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match client.next().await.unwrap().unwrap() {
+                Message::Text(t) => got.push(t.as_str().to_string()),
+                Message::Pong(p) => got.push(format!("pong {}", String::from_utf8_lossy(&p))),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, ["pong are you there", "200 PONG 1", "* MSG general 1 t bob :x"]);
+        // Over the limit: one TooLong, then the WebSocket is over.
+        client.send(Message::text("x".repeat(16))).await.unwrap();
+        assert_eq!(conn.read_frame().await.unwrap(), Some(Frame::TooLong));
+        assert_eq!(conn.read_frame().await.unwrap(), None);
     }
 }

@@ -58,7 +58,7 @@ impl Reply {
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(Bytes::from(self.body)));
+        let mut response = Response::new(Full::new(self.body));
         *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if let Ok(value) = self.content_type.parse() {
             response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
