@@ -147,3 +147,18 @@ async fn websocket_connections_are_counted_by_protocol_and_transport() {
     assert!(text.contains("chatd_connections{protocol=\"native\",transport=\"wss\"} 1"), "{text}");
     assert!(text.contains("chatd_connections{protocol=\"irc\",transport=\"ws\"} 0"), "{text}");
 }
+
+#[tokio::test]
+async fn an_idle_http_connection_does_not_keep_its_place() {
+    let d = Daemon::start_with(&format!("{WEB}[limits]\nhandshake_timeout_secs = 1\n")).await;
+    let plain = d.web_plain_addr.clone().unwrap();
+    // Silent from the start, and silent after a kept-alive request: both closed by the server.
+    let mut silent = tokio::net::TcpStream::connect(&plain).await.unwrap();
+    let mut sink = Vec::new();
+    tokio::time::timeout(PATIENCE, silent.read_to_end(&mut sink)).await.expect("closed in time").unwrap();
+    let mut kept = tokio::net::TcpStream::connect(&plain).await.unwrap();
+    kept.write_all(format!("GET /style.css HTTP/1.1\r\nHost: {plain}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, kept.read_to_end(&mut raw)).await.expect("closed in time").unwrap();
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
+}
