@@ -162,9 +162,13 @@ impl Connection {
             Transport::Stream(stream) => {
                 let _ = stream.shutdown().await;
             }
-            // A close frame, then the stream's own shutdown (TLS close_notify).
+            // The closing handshake: a close frame, then what the peer still sends is read (and
+            // dropped) until its close frame, so that the socket is not closed on unread data (a
+            // reset, which can destroy the last lines before the peer reads them); then the
+            // stream's own shutdown (TLS close_notify). The caller bounds the wait.
             Transport::WebSocket(ws) => {
                 let _ = WebSocketStream::close(ws, None).await;
+                while let Some(Ok(_)) = ws.next().await {}
                 let _ = ws.get_mut().shutdown().await;
             }
         }
