@@ -23,12 +23,13 @@ run() { # round transport scenario
   local round=$1 transport=$2 scenario=$3 dir
   dir=$(mktemp -d)
   cp bench/configs/chatd-bench.toml "$dir/chatd.toml"
-  printf '\n[web]\nlisten = "127.0.0.1:38443"\n' >>"$dir/chatd.toml"
-  (cd "$dir" && exec "$CHATD" --config chatd.toml --log warn >"$dir/out" 2>"$dir/err") &
+  (cd "$dir" && exec "$CHATD" --config chatd.toml --listen 127.0.0.1:0 --plain-listen "" --irc-listen "" --web-listen 127.0.0.1:0 --log warn >"$dir/out" 2>"$dir/err") &
   local pid=$!
+  trap 'kill $pid 2>/dev/null' EXIT
   for _ in $(seq 1 300); do grep -q '^chatd ready$' "$dir/out" 2>/dev/null && break; sleep 0.1; done
   local addr ca flags=()
   ca=$(sed -n 's/^chatd ca //p' "$dir/out")
+  case "$ca" in /*) ;; *) ca="$dir/$ca" ;; esac
   if [ "$transport" = wss ]; then
     addr=$(sed -n 's/^chatd listening web //p' "$dir/out")
     flags=(--ws)
@@ -44,6 +45,7 @@ run() { # round transport scenario
   fi
   kill "$pid"
   wait "$pid" || true
+  trap - EXIT
   rm -rf "$dir"
 }
 
