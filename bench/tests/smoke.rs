@@ -84,6 +84,9 @@ async fn fanout_and_idle_over_websockets() {
         "-m",
         "5",
     ];
+    // IRC on a daemon of its own, as the_irc_load_against_chatds_irc_front_end.
+    let d = Daemon::start_with("[web]\nlisten = \"127.0.0.1:0\"\n").await;
+    let wss = d.web_addr.clone().unwrap();
     let v = run_bench(&d, &dir.path().join("ws-irc.json"), &wss, true, &irc).await;
     for p in v["results"]["phases"].as_array().unwrap() {
         assert_eq!(p["deliveries"], 15, "{p:#}");
