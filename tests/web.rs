@@ -162,3 +162,43 @@ async fn an_idle_http_connection_does_not_keep_its_place() {
     tokio::time::timeout(PATIENCE, kept.read_to_end(&mut raw)).await.expect("closed in time").unwrap();
     assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_slow_websocket_reader_is_dropped_without_stalling_the_room() {
+    let d = Daemon::start_with(&format!("{WEB}[limits]\nsend_queue_bytes = 16384\n")).await;
+    let mut slow = d.websocket().await; // never reads until the end
+    assert_eq!(call(&mut slow, "REGISTER slow password-slow").await.fin.code, 200);
+    assert_eq!(call(&mut slow, "JOIN busy").await.fin.code, 200);
+    let mut fast = d.member("fast", "busy").await;
+    let mut talker = d.member("talker", "busy").await;
+    let text = "x".repeat(1900);
+    // As on TLS (tests/conversation.rs): talk until the room drops the slow reader.
+    let mut dropped = false;
+    for i in 0..20_000 {
+        assert_eq!(call(&mut talker, &format!("MSG busy {i} {text}")).await.fin.code, 200);
+        loop {
+            let line = next_line(&mut fast).await;
+            if matches!(&line, ServerLine::Event(e) if e.name == "PART" && e.fields == ["busy", "slow"]) {
+                dropped = true;
+                continue;
+            }
+            if let Some(m) = line.as_message() {
+                assert!(m.text.starts_with(&format!("{i} ")));
+                break;
+            }
+        }
+        if dropped {
+            break;
+        }
+    }
+    assert!(dropped, "the slow reader was never dropped");
+    let mut last = String::new();
+    loop {
+        match tokio::time::timeout(PATIENCE, slow.read_line()).await {
+            Ok(Ok(Some(line))) => last = line,
+            Ok(Ok(None)) | Ok(Err(_)) => break,
+            Err(_) => panic!("the slow reader's connection was not closed; log:\n{}", d.log()),
+        }
+    }
+    assert_eq!(last, "* BYE :send queue full (slow reader)");
+}
