@@ -61,6 +61,8 @@ pub struct Site {
 
 impl Site {
     pub fn new(config: &Config) -> Site {
+        // `{:?}` quotes as JSON does for what goes in here: bot names follow the user-name rules
+        // (ASCII letters, digits, `_`, `-`) and the version is semver.
         let bots: Vec<String> = config.bots.iter().map(|b| format!("{:?}", b.name.to_lowercase())).collect();
         let config_json = format!(
             "{{\"version\":{:?},\"subprotocol\":{NATIVE_SUBPROTOCOL:?},\"bots\":[{}],\"max_message_bytes\":{}}}\n",
