@@ -9,7 +9,12 @@ cargo build --release -p chatd -p chatd-bot -p chatd-cli
 
 log_dir=$(mktemp -d)
 chatd_out="$log_dir/chatd.out"
-target/release/chatd "$@" >"$chatd_out" &
+# The web client on https://localhost:8443/ unless the arguments say otherwise.
+web=(--web-listen 127.0.0.1:8443)
+for arg in "$@"; do
+  case "$arg" in --web-listen*) web=() ;; esac
+done
+target/release/chatd "${web[@]}" "$@" >"$chatd_out" &
 chatd_pid=$!
 bot_pid=""
 cleanup() {
@@ -39,6 +44,7 @@ chatd is up on $addr with the stock bot. In another terminal:
   openssl s_client -quiet -connect $addr -CAfile $ca
   target/release/chat --ca $ca $addr
   or an IRC client on $(sed -n 's/^chatd listening irc //p' "$chatd_out") (README: "Connecting with an IRC client")
+  or a browser: https://localhost:$(sed -n 's/^chatd listening web .*:\([0-9]*\)$/\1/p' "$chatd_out")/ (README: "In the browser")
 Without internet access the bot answers /stock=... with "the quote service is unreachable".
 Ctrl-C stops chatd and the bot.
 MSG

@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests drive, as command:package: openssl (s_client), tmux (the CLI's
 # terminal test, irssi), irssi and weechat-headless (real IRC clients), systemd-analyze (package
 # systemd: `systemd-analyze verify` on the units of the Debian package; systemd need not run),
-# promtool (package prometheus: checks the metrics exposition in tests/observe.rs).
+# promtool (package prometheus: checks the metrics exposition in tests/observe.rs), chromium (the
+# web client's browser test, bot/tests/web_browser.rs) and node/npm (Node.js 20 or later: the web
+# client's unit tests and Playwright).
 need=()
-for pair in openssl:openssl tmux:tmux irssi:irssi weechat-headless:weechat-headless systemd-analyze:systemd; do
+for pair in openssl:openssl tmux:tmux irssi:irssi weechat-headless:weechat-headless systemd-analyze:systemd \
+  chromium:chromium node:nodejs npm:npm; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
@@ -34,6 +37,10 @@ if ! python3 -c 'import parser_tests' >/dev/null 2>&1; then
   python3 -m pip install --quiet irc-parser-tests ||
     python3 -m pip install --quiet --break-system-packages irc-parser-tests
 fi
+
+# Playwright (npm playwright-core, pinned by tests/web/package-lock.json) drives Debian's chromium
+# in the browser test; no browser is downloaded. Then the web client's own unit tests.
+(cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node --test protocol.test.js)
 
 # Style and lints first: they fail fast and say exactly where.
 cargo fmt --all -- --check

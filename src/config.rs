@@ -20,6 +20,7 @@ pub struct Config {
     pub metrics: MetricsSection,
     pub guests: GuestsSection,
     pub admin: AdminSection,
+    pub web: WebSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +129,30 @@ pub struct MetricsSection {
     pub listen: String,
 }
 
+/// The web listener (README, PROTOCOL.md section 8): HTTPS serving the web client, and `/ws`, a
+/// WebSocket carrying the native protocol or IRC, one line per message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSection {
+    /// HTTPS listener (the certificate of `[tls]`); empty: off.
+    pub listen: String,
+    /// Plain HTTP listener; empty: off. Loopback only unless server.allow_plain_non_loopback.
+    pub plain_listen: String,
+    /// The host names the web client is reached by. A WebSocket handshake whose `Origin` names
+    /// another host is refused (403).
+    pub hosts: Vec<String>,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection {
+            listen: String::new(),
+            plain_listen: String::new(),
+            hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
+}
+
 /// Guest access (people without an account), off by default. Guests have a nick that is no
 /// account's name, may join only the rooms listed here (or every existing room with `all_rooms`),
 /// and have their own, stricter limits.
@@ -171,6 +196,7 @@ impl Default for Config {
             metrics: MetricsSection::default(),
             guests: GuestsSection::default(),
             admin: AdminSection::default(),
+            web: WebSection::default(),
         }
     }
 }
@@ -367,6 +393,18 @@ impl Config {
                 ));
             }
         }
+        self.web_listen_addr()?;
+        if let Some(plain) = self.web_plain_listen_addr()? {
+            if !plain.ip().is_loopback() && !self.server.allow_plain_non_loopback {
+                return bad(format!(
+                    "web.plain_listen {plain} is not loopback; plain HTTP would expose passwords \
+                     (set server.allow_plain_non_loopback = true to force it)"
+                ));
+            }
+        }
+        if self.web.hosts.iter().any(|h| h.is_empty() || h.contains(['/', ' ', ','])) {
+            return bad("web.hosts must be host names or addresses (no scheme, no port)".into());
+        }
         let name_ok =
             |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b':' && b != b'!' && b != b'@');
         if !name_ok(&self.irc.server_name) || !self.irc.server_name.contains('.') {
@@ -421,6 +459,16 @@ impl Config {
     /// The metrics and health listener's address, if it has one.
     pub fn metrics_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         optional_addr("metrics.listen", &self.metrics.listen)
+    }
+
+    /// The web client's HTTPS listener's address, if it has one.
+    pub fn web_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("web.listen", &self.web.listen)
+    }
+
+    /// The web client's plain HTTP listener's address, if it has one.
+    pub fn web_plain_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("web.plain_listen", &self.web.plain_listen)
     }
 
     pub fn plain_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
@@ -487,6 +535,20 @@ mod tests {
         c.server.allow_plain_non_loopback = true;
         assert!(c.validate().is_ok());
         c.irc.server_name = "nodot".into();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn web_is_off_by_default_and_plain_http_stays_on_loopback() {
+        let mut c = Config::default();
+        assert_eq!(c.web_listen_addr().unwrap(), None);
+        c.web.listen = "0.0.0.0:8443".into();
+        c.web.plain_listen = "127.0.0.1:8080".into();
+        assert!(c.validate().is_ok());
+        c.web.plain_listen = "0.0.0.0:8080".into();
+        assert!(c.validate().is_err());
+        c.web.plain_listen = String::new();
+        c.web.hosts = vec!["https://chat.example.org".into()];
         assert!(c.validate().is_err());
     }
 

@@ -3,6 +3,8 @@
 //! The layers, each depending only on those below it:
 //! - `native`: the native front end (parse, apply, render).
 //! - `irc`: the IRC front end (IRC.md), beside `native`, over the same core.
+//! - `web`: the web listener's pages (the web client) and its WebSocket, which hands lines to
+//!   `native` or `irc`.
 //! - `session`: one connection's loop, shared by the front ends (timers, flood control, writes).
 //! - `chat`: the core (accounts, rooms, bots, a connection's client state); no wire, no SQL.
 //! - `store`: the store of record (SQLite), the only place with SQL.
@@ -22,6 +24,7 @@ pub mod reload;
 pub mod session;
 pub mod shutdown;
 pub mod store;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -47,6 +50,9 @@ pub struct Listening {
     pub irc_plain: Option<SocketAddr>,
     /// The HTTP listener for metrics and health, when configured.
     pub metrics: Option<SocketAddr>,
+    /// The web client's HTTPS and plain HTTP listeners, when configured.
+    pub web: Option<SocketAddr>,
+    pub web_plain: Option<SocketAddr>,
     pub fingerprint: String,
     pub ca_file: std::path::PathBuf,
 }
@@ -89,6 +95,8 @@ pub async fn run(
     let irc_listener = bind_optional(config.irc_listen_addr()?)?;
     let irc_plain_listener = bind_optional(config.irc_plain_listen_addr()?)?;
     let metrics_listener = bind_optional(config.metrics_listen_addr()?)?;
+    let web_listener = bind_optional(config.web_listen_addr()?)?;
+    let web_plain_listener = bind_optional(config.web_plain_listen_addr()?)?;
     let local = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr()).transpose();
     let listening = Listening {
         tls: tls_listener.local_addr()?,
@@ -96,6 +104,8 @@ pub async fn run(
         irc: local(&irc_listener)?,
         irc_plain: local(&irc_plain_listener)?,
         metrics: local(&metrics_listener)?,
+        web: local(&web_listener)?,
+        web_plain: local(&web_plain_listener)?,
         fingerprint: tls.fingerprint.clone(),
         ca_file: config.tls.cert.parent().unwrap_or(std::path::Path::new(".")).join("ca.pem"),
     };
@@ -113,7 +123,9 @@ pub async fn run(
     let start = |listener: Listener, socket: TcpListener| {
         let serve = native.clone();
         let open = metrics::metrics().connections("native", listener.tls.is_some());
-        let serve = move |stream, peer, shutdown| counted(&open, serve.clone().serve(stream, peer, shutdown));
+        let serve = move |stream: net::connection::BoxStream, peer, shutdown| {
+            counted(&open, serve.clone().serve(stream.into(), peer, shutdown))
+        };
         tokio::spawn(listener.accept_loop(socket, serve, signal.clone(), done_tx.clone()));
     };
     start(listener.clone(), tls_listener);
@@ -131,9 +143,24 @@ pub async fn run(
     let start_irc = |listener: Listener, socket: TcpListener| {
         let serve = irc.clone();
         let open = metrics::metrics().connections("irc", listener.tls.is_some());
-        let serve = move |stream, peer, shutdown| counted(&open, serve.clone().serve(stream, peer, shutdown));
+        let serve = move |stream: net::connection::BoxStream, peer, shutdown| {
+            counted(&open, serve.clone().serve(stream.into(), peer, shutdown))
+        };
         tokio::spawn(listener.accept_loop(socket, serve, signal.clone(), done_tx.clone()));
     };
+    let web = WebFrontEnd { site: Arc::new(web::Site::new(&config)), native: native.clone(), irc: irc.clone() };
+    let start_web = |listener: Listener, socket: TcpListener| {
+        let serve = web.clone();
+        let tls = listener.tls.is_some();
+        let serve = move |stream, peer, shutdown| serve.clone().serve(stream, peer, shutdown, tls);
+        tokio::spawn(listener.accept_loop(socket, serve, signal.clone(), done_tx.clone()));
+    };
+    if let Some(socket) = web_listener {
+        start_web(Listener { plaintext_hint: b"", ..listener.clone() }, socket);
+    }
+    if let Some(socket) = web_plain_listener {
+        start_web(Listener { tls: None, ..listener.clone() }, socket);
+    }
     let irc_listener_kind = Listener { plaintext_hint: irc::PLAINTEXT_HINT, ..listener };
     if let Some(socket) = irc_listener {
         start_irc(irc_listener_kind.clone(), socket);
@@ -203,7 +230,12 @@ async fn observe(store: Arc<store::Store>, request: hyper::Request<()>) -> net::
         "/metrics" => {
             let accept = request.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
             let format = metrics::Format::negotiate(accept);
-            Reply { status: 200, content_type: format.content_type(), body: metrics::metrics().render(format) }
+            Reply {
+                status: 200,
+                content_type: format.content_type(),
+                body: metrics::metrics().render(format).into(),
+                headers: &[],
+            }
         }
         "/health" => match tokio::time::timeout(HEALTH_TIMEOUT, store.probe()).await {
             Ok(Ok(())) => Reply::text(200, "ok: the store is writable\n"),
@@ -239,7 +271,7 @@ struct NativeFrontEnd {
 }
 
 impl NativeFrontEnd {
-    async fn serve(self, stream: net::connection::BoxStream, peer: SocketAddr, shutdown: shutdown::Shutdown) {
+    async fn serve(self, stream: net::connection::Transport, peer: SocketAddr, shutdown: shutdown::Shutdown) {
         let flood_exempt = self.gate.exempt(peer.ip());
         let limits = reload::current(&self.limits);
         let protocol = Native::new(limits.max_message_bytes);
@@ -258,11 +290,50 @@ struct IrcFrontEnd {
 }
 
 impl IrcFrontEnd {
-    async fn serve(self, stream: net::connection::BoxStream, peer: SocketAddr, shutdown: shutdown::Shutdown) {
+    async fn serve(self, stream: net::connection::Transport, peer: SocketAddr, shutdown: shutdown::Shutdown) {
         let flood_exempt = self.gate.exempt(peer.ip());
         let protocol = irc::Irc::new(self.settings.clone());
         let limits = reload::current(&self.limits);
         session::serve(stream, peer, self.chat, limits, flood_exempt, shutdown, protocol).await;
+    }
+}
+
+/// What the web listeners need: the pages, and the front ends their WebSockets speak to.
+#[derive(Clone)]
+struct WebFrontEnd {
+    site: Arc<web::Site>,
+    native: NativeFrontEnd,
+    irc: IrcFrontEnd,
+}
+
+impl WebFrontEnd {
+    /// Serves the pages until a request switches to WebSocket, then the chosen front end's session
+    /// over it, with the front end's line limit as the message limit.
+    async fn serve(
+        self,
+        stream: net::connection::BoxStream,
+        peer: SocketAddr,
+        shutdown: shutdown::Shutdown,
+        tls: bool,
+    ) {
+        let Some((stream, front_end)) = self.site.clone().serve(stream, &shutdown).await else { return };
+        let transport = if tls { "wss" } else { "ws" };
+        match front_end {
+            web::FrontEnd::Native => {
+                let max_line = reload::current(&self.native.limits).max_line_bytes;
+                let ws = net::websocket::server(stream, max_line - 1).await;
+                let open = metrics::metrics().connections_on("native", transport);
+                counted(&open, self.native.serve(net::connection::Transport::WebSocket(Box::new(ws)), peer, shutdown))
+                    .await;
+            }
+            web::FrontEnd::Irc => {
+                let max_line = reload::current(&self.irc.limits).max_line_bytes;
+                let ws = net::websocket::server(stream, max_line - 1).await;
+                let open = metrics::metrics().connections_on("irc", transport);
+                counted(&open, self.irc.serve(net::connection::Transport::WebSocket(Box::new(ws)), peer, shutdown))
+                    .await;
+            }
+        }
     }
 }
 

@@ -24,6 +24,9 @@ struct Args {
     /// IRC TLS listen address, overriding irc.listen ("" turns it off).
     #[arg(long)]
     irc_listen: Option<String>,
+    /// Web client HTTPS listen address, overriding web.listen ("" turns it off).
+    #[arg(long)]
+    web_listen: Option<String>,
     /// Database file, overriding storage.db.
     #[arg(long, global = true)]
     db: Option<PathBuf>,
@@ -95,6 +98,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(irc) = args.irc_listen {
         config.irc.listen = irc;
     }
+    if let Some(web) = args.web_listen {
+        config.web.listen = web;
+    }
     if let Some(db) = args.db {
         config.storage.db = db;
     }
@@ -137,6 +143,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             if let Some(irc) = l.irc_plain {
                 let _ = writeln!(out, "chatd listening irc-plain {irc}");
+            }
+            if let Some(web) = l.web {
+                let _ = writeln!(out, "chatd listening web {web}");
+            }
+            if let Some(web) = l.web_plain {
+                let _ = writeln!(out, "chatd listening web-plain {web}");
             }
             if let Some(metrics) = l.metrics {
                 let _ = writeln!(out, "chatd listening metrics {metrics}");

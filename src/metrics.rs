@@ -126,11 +126,11 @@ impl Metrics {
         let connections = Family::<Labels2, Gauge>::default();
         registry.register(
             "connections",
-            "Connections open, by front end (native, irc) and transport (tls, plain)",
+            "Connections open, by front end (native, irc) and transport (tls, plain; WebSocket: wss, ws)",
             connections.clone(),
         );
         for protocol in ["native", "irc"] {
-            for transport in ["tls", "plain"] {
+            for transport in ["tls", "plain", "wss", "ws"] {
                 // Present from the start, at 0: a dashboard sees the series before the first client.
                 drop(connections.get_or_create(&[("protocol", protocol), ("transport", transport)]));
             }
@@ -224,7 +224,12 @@ impl Metrics {
 
     /// The gauge of open connections for a front end (`native`, `irc`) and transport.
     pub fn connections(&self, protocol: &'static str, tls: bool) -> OpenConnections {
-        let transport = if tls { "tls" } else { "plain" };
+        self.connections_on(protocol, if tls { "tls" } else { "plain" })
+    }
+
+    /// The gauge of open connections for a front end and a transport: `tls`, `plain`, or a
+    /// WebSocket, `wss` (over TLS) or `ws`.
+    pub fn connections_on(&self, protocol: &'static str, transport: &'static str) -> OpenConnections {
         OpenConnections(self.connections.get_or_create(&[("protocol", protocol), ("transport", transport)]).clone())
     }
 

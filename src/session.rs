@@ -21,7 +21,7 @@ use crate::chat::Chat;
 use crate::config::Limits;
 use crate::limits::TokenBucket;
 use crate::metrics::{metrics, Dropped};
-use crate::net::connection::{BoxStream, Connection, Frame};
+use crate::net::connection::{Connection, Frame, Transport};
 use crate::shutdown::Shutdown;
 
 /// Most events written in one batch before the socket is flushed.
@@ -85,7 +85,7 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one connection with `protocol` until it ends.
 pub async fn serve<P: Protocol>(
-    stream: BoxStream,
+    stream: Transport,
     peer: SocketAddr,
     chat: Arc<Chat>,
     limits: Arc<Limits>,

@@ -25,6 +25,8 @@ pub struct Target {
     pub proto: Proto,
     pub addr: String,
     pub tls: Option<Arc<ClientConfig>>,
+    /// Open a WebSocket (`/ws`) over the connection, and speak the protocol in its messages.
+    pub ws: bool,
     pub server_name: String,
     pub prefix: String,
     pub password: String,
@@ -97,11 +99,36 @@ impl Target {
     }
 
     pub async fn open(&self) -> Result<LineConn> {
+        if self.ws {
+            return self.open_ws().await.map_err(|e| connect_error(&self.addr, e));
+        }
         let r = match &self.tls {
             Some(cfg) => LineConn::connect_tls(&self.addr, &self.server_name, cfg.clone()).await,
             None => LineConn::connect_plain(&self.addr).await,
         };
         r.map_err(|e| connect_error(&self.addr, e))
+    }
+
+    /// A WebSocket to chatd's web listener, carrying the protocol of `proto`. The client side
+    /// bridges messages to lines with a task per connection (chatd-proto's `ws`); the daemon's
+    /// figures are what is measured.
+    async fn open_ws(&self) -> std::io::Result<LineConn> {
+        let stream: Box<dyn chatd_proto::client::Stream> = match &self.tls {
+            Some(cfg) => Box::new(tls::connect(&self.addr, &self.server_name, cfg.clone()).await?),
+            None => {
+                let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
+                tcp.set_nodelay(true)?;
+                Box::new(tcp)
+            }
+        };
+        let subprotocol = match self.proto {
+            Proto::Chatd => "chatd.native",
+            Proto::Irc => "text.ircv3.net",
+        };
+        let handshake =
+            chatd_proto::ws::Handshake { host: self.addr.clone(), subprotocol: Some(subprotocol.into()), origin: None };
+        let (stream, _) = chatd_proto::ws::connect(stream, &handshake).await?;
+        Ok(LineConn::from_stream(stream))
     }
 
     /// Connects, logs in as `user` and joins `rooms`; bounded by `setup_timeout`.

@@ -39,6 +39,11 @@ pub struct Common {
     /// Use TLS (chatd's main listener; IRC TLS ports). Without it: plain TCP.
     #[arg(long, global = true)]
     pub tls: bool,
+    /// Over a WebSocket: --addr is chatd's web listener ([web] listen with --tls, plain_listen
+    /// without), each client opens /ws with the subprotocol of --proto (chatd.native or
+    /// text.ircv3.net), one line per message.
+    #[arg(long, global = true)]
+    pub ws: bool,
     /// CA certificate (PEM) to trust for --tls, e.g. chatd's certs/ca.pem.
     #[arg(long, global = true)]
     pub ca: Option<PathBuf>,
@@ -155,6 +160,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         proto: c.proto,
         addr: c.addr.clone(),
         tls,
+        ws: c.ws,
         server_name: c.server_name.clone(),
         prefix: c.prefix.clone(),
         password: c.password.clone(),
@@ -176,6 +182,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         "scenario": name,
         "proto": c.proto,
         "tls": c.tls,
+        "ws": c.ws,
         "addr": c.addr,
         "pid": c.pid,
         "generator_threads": c.threads,
@@ -189,7 +196,12 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         "chatd-bench {name} against {} ({:?}, {})\n{}",
         c.addr,
         c.proto,
-        if c.tls { "TLS" } else { "plaintext" },
+        match (c.tls, c.ws) {
+            (true, false) => "TLS",
+            (false, false) => "plaintext",
+            (true, true) => "WebSocket over TLS",
+            (false, true) => "WebSocket, plaintext",
+        },
         out.summary
     );
     for p in &out.problems {

@@ -52,6 +52,48 @@ async fn the_irc_load_against_chatds_irc_front_end() {
 }
 
 #[tokio::test]
+async fn fanout_and_idle_over_websockets() {
+    let d = Daemon::start_with("[web]\nlisten = \"127.0.0.1:0\"\nplain_listen = \"127.0.0.1:0\"\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let wss = d.web_addr.clone().unwrap();
+    let fanout =
+        ["--ws", "--prefix", "w", "fanout", "-c", "6", "-r", "2", "-s", "2", "-m", "10", "--rate", "200", "--burst"];
+    let v = run_bench(&d, &dir.path().join("wss.json"), &wss, true, &fanout).await;
+    assert_eq!(v["ws"], true);
+    for p in v["results"]["phases"].as_array().unwrap() {
+        assert_eq!(p["deliveries"], 40, "{p:#}");
+    }
+    let ws = d.web_plain_addr.clone().unwrap();
+    let idle = ["--ws", "--prefix", "wi", "idle", "-c", "5", "--settle", "0", "--warmup", "1"];
+    let v = run_bench(&d, &dir.path().join("ws-idle.json"), &ws, false, &idle).await;
+    assert!(v["results"]["rss_after_kib"].as_u64().unwrap() > 0);
+    let irc = [
+        "--ws",
+        "--proto",
+        "irc",
+        "--irc-register",
+        "--prefix",
+        "wq",
+        "fanout",
+        "-c",
+        "4",
+        "-r",
+        "1",
+        "-s",
+        "1",
+        "-m",
+        "5",
+    ];
+    // IRC on a daemon of its own, as the_irc_load_against_chatds_irc_front_end.
+    let d = Daemon::start_with("[web]\nlisten = \"127.0.0.1:0\"\n").await;
+    let wss = d.web_addr.clone().unwrap();
+    let v = run_bench(&d, &dir.path().join("ws-irc.json"), &wss, true, &irc).await;
+    for p in v["results"]["phases"].as_array().unwrap() {
+        assert_eq!(p["deliveries"], 15, "{p:#}");
+    }
+}
+
+#[tokio::test]
 async fn tiny_scenarios_against_a_real_daemon() {
     let d = Daemon::start_with("[server]\nplain_listen = \"127.0.0.1:0\"\n").await;
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,8 @@ pub mod line;
 pub mod names;
 pub mod parse;
 pub mod tls;
+#[cfg(feature = "websocket")]
+pub mod ws;
 
 pub use client::LineConn;
 pub use line::{ChatMessage, Event, Reply, ServerLine};

@@ -67,6 +67,9 @@ pub struct Daemon {
     pub irc_plain_addr: Option<String>,
     /// `127.0.0.1:PORT` of the metrics and health HTTP listener, when the configuration has one.
     pub metrics_addr: Option<String>,
+    /// `127.0.0.1:PORT` of the web client's HTTPS and plain HTTP listeners, when configured.
+    pub web_addr: Option<String>,
+    pub web_plain_addr: Option<String>,
     pub ca_file: PathBuf,
     pub fingerprint: String,
     /// The daemon's directory: chatd.toml, certs/, data/, chatd.log.
@@ -92,6 +95,8 @@ impl Daemon {
             irc_addr: String::new(),
             irc_plain_addr: None,
             metrics_addr: None,
+            web_addr: None,
+            web_plain_addr: None,
             ca_file: dir.join("certs/ca.pem"),
             fingerprint: String::new(),
             dir,
@@ -137,6 +142,10 @@ impl Daemon {
                     self.irc_addr = a.to_string();
                 } else if let Some(a) = line.strip_prefix("chatd listening irc-plain ") {
                     self.irc_plain_addr = Some(a.to_string());
+                } else if let Some(a) = line.strip_prefix("chatd listening web ") {
+                    self.web_addr = Some(a.to_string());
+                } else if let Some(a) = line.strip_prefix("chatd listening web-plain ") {
+                    self.web_plain_addr = Some(a.to_string());
                 } else if let Some(a) = line.strip_prefix("chatd listening metrics ") {
                     self.metrics_addr = Some(a.to_string());
                 } else if let Some(f) = line.strip_prefix("chatd certificate sha256 ") {
@@ -168,6 +177,36 @@ impl Daemon {
             .await
             .expect("connect timed out")
             .expect("connect");
+        let hello = next_line(&mut conn).await;
+        assert!(hello.is_event("HELLO"), "expected * HELLO, got {hello:?}");
+        conn
+    }
+
+    /// Opens a WebSocket to the web listener (`/ws`, over TLS trusting the daemon's CA) and reads
+    /// nothing: the first line is the front end's greeting. `Err` carries the refusal (e.g.
+    /// "HTTP 403: ...").
+    pub async fn try_websocket(&self, subprotocol: Option<&str>, origin: Option<&str>) -> std::io::Result<LineConn> {
+        let addr = self.web_addr.as_ref().expect("the daemon has no [web] listen");
+        let config = client_config(&Trust::CaFile(self.ca_file.clone())).expect("client config");
+        let tls = chatd_proto::tls::connect(addr, "localhost", config).await?;
+        let handshake = chatd_proto::ws::Handshake {
+            host: addr.clone(),
+            subprotocol: subprotocol.map(str::to_string),
+            origin: origin.map(str::to_string),
+        };
+        let (stream, _) = chatd_proto::ws::connect(Box::new(tls), &handshake).await?;
+        Ok(LineConn::from_stream(stream))
+    }
+
+    /// A native-protocol WebSocket client (subprotocol `chatd.native`, from the daemon's own
+    /// origin, as the web client), its `* HELLO` read.
+    pub async fn websocket(&self) -> LineConn {
+        let port = self.web_addr.as_ref().and_then(|a| a.rsplit(':').next()).expect("web listener");
+        let origin = format!("https://localhost:{port}");
+        let mut conn = tokio::time::timeout(PATIENCE, self.try_websocket(Some("chatd.native"), Some(&origin)))
+            .await
+            .expect("WebSocket connect timed out")
+            .expect("WebSocket connect");
         let hello = next_line(&mut conn).await;
         assert!(hello.is_event("HELLO"), "expected * HELLO, got {hello:?}");
         conn
