@@ -96,14 +96,63 @@ function onEvent(e) {
       state.ws?.send(P.formatCommand(null, 'PONG', ...e.fields));
       break;
     case 'NOTICE':
-      showStatus(`Server: ${e.text ?? ''}`);
+      // `* NOTICE <admin> :text` is an admin's notice to everyone; without a field, the server's.
+      showStatus(e.fields[0] ? `Notice from ${e.fields[0]}: ${e.text ?? ''}` : `Server: ${e.text ?? ''}`);
       break;
+    case 'DELETE': {
+      const [name, id, by] = e.fields;
+      const st = room(name);
+      st.messages = P.withoutMessage(st.messages, Number(id));
+      if (name === state.current) renderMessages();
+      showStatus(`A message in #${name} was deleted by ${by}.`);
+      break;
+    }
+    case 'KICK': {
+      const [name, user, by] = e.fields;
+      if (user === state.user) leftRoom(name, `You were removed from #${name} by ${by}: ${e.text ?? ''}`);
+      else {
+        room(name).members.delete(user);
+        if (name === state.current) renderMembers();
+      }
+      break;
+    }
+    case 'DELROOM':
+      leftRoom(e.fields[0], `#${e.fields[0]} was deleted by ${e.fields[1]}: ${e.text ?? ''}`);
+      break;
+    case 'BAN':
+    case 'UNBAN':
+    case 'OP':
+    case 'DEOP': {
+      const [name, user, by] = e.fields;
+      const what = { BAN: 'banned', UNBAN: 'unbanned', OP: 'made an operator', DEOP: 'no longer an operator' }[e.event];
+      if (name === state.current) showStatus(`${user} was ${what} in #${name} by ${by}.`);
+      break;
+    }
     case 'BYE':
       showStatus(`The server closed the connection: ${e.text ?? ''}`);
       break;
     default:
       break;
   }
+}
+
+/** The server took this user out of a room (kicked, or the room deleted): it stays listed, to
+ * join again where allowed, and the reason is shown. */
+function leftRoom(name, why) {
+  const st = room(name);
+  st.joined = false;
+  st.members.clear();
+  if (state.current === name) {
+    state.current = null;
+    sessionStorage.removeItem('chatd.current');
+    $('room-title').textContent = '';
+    renderMessages();
+    renderMembers();
+    setComposerEnabled(false);
+  }
+  renderRooms();
+  persistRooms();
+  showError(why);
 }
 
 function onClose(ws) {

@@ -122,6 +122,13 @@ export const ERRORS = {
   425: 'That nick belongs to an account: log in, or choose another.',
   426: 'Another guest uses that nick.',
   427: 'Guests may not do that here.',
+  428: 'Only the operators of that room (and server admins) may do that.',
+  429: 'Only server admins may do that.',
+  430: 'You are banned from that room.',
+  431: 'This account is disabled. Ask an admin.',
+  432: 'There is no such message in that room.',
+  433: 'That user is not in that room.',
+  434: 'The server refused the new configuration; the settings in effect stay.',
   500: 'The server could not store that (a server error). Nothing was changed; try again.',
 };
 
@@ -154,6 +161,11 @@ export function mergeMessages(existing, incoming) {
   }
   while (li < loose.length) out.push(loose[li++]);
   return out;
+}
+
+/** A room's list without the message `id` (an operator deleted it). Returns a new array. */
+export function withoutMessage(messages, id) {
+  return messages.filter((m) => m.id !== id);
 }
 
 /** The newest stored id of a list (0 when none). */

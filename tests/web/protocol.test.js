@@ -77,3 +77,11 @@ test('messages merge by id, in order, commands kept in place', () => {
   assert.equal(P.oldestId(withCmd), 1);
   assert.equal(P.oldestId([]), null);
 });
+
+test('a deleted message leaves the list, the others stay in order', () => {
+  const m = (id) => ({ id, text: `m${id}`, kind: 'message' });
+  const cmd = { id: null, text: '/stock=aapl.us', kind: 'command', after: 2 };
+  const list = P.mergeMessages([m(1), m(2), m(3)], [cmd]);
+  assert.deepEqual(P.withoutMessage(list, 2).map((x) => x.text), ['m1', '/stock=aapl.us', 'm3']);
+  assert.equal(P.withoutMessage(list, 9).length, 4, 'an unknown id changes nothing');
+});
