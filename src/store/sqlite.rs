@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use chatd_proto::names::{RoomName, UserName};
 
+use super::batch::{self, take_probes, Outcome, Reply, WriteOp};
 use super::{
     AuditEntry, Change, Committed, MessageRecord, Millis, Position, Range, RoomId, StoreError, StoredAccount,
     StoredMessage, StoredRoom, StoredTopic,
@@ -90,51 +91,6 @@ CREATE TABLE audit (
     detail TEXT NOT NULL
 );
 ";
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-enum WriteOp {
-    Append {
-        message: Arc<dyn MessageRecord>,
-        room: RoomId,
-        ack: Reply<()>,
-    },
-    CreateAccount {
-        name: UserName,
-        hash: String,
-        ack: Reply<bool>,
-    },
-    UpsertBotAccount {
-        name: UserName,
-        hash: String,
-        ack: Reply<()>,
-    },
-    CreateRoom {
-        name: RoomName,
-        ack: Reply<RoomId>,
-    },
-    CreateDirect {
-        name: RoomName,
-        a: UserName,
-        b: UserName,
-        ack: Reply<RoomId>,
-    },
-    SetTopic {
-        room: RoomId,
-        topic: StoredTopic,
-        ack: Reply<()>,
-    },
-    /// Moderation writes, in one transaction; answers the rows the first one changed.
-    Changes {
-        changes: Vec<Change>,
-        ack: Reply<u64>,
-    },
-    /// The health check: can the store write? Run on its own, never inside a group commit.
-    Probe {
-        ack: Reply<()>,
-    },
-    Shutdown,
-}
 
 /// The SQLite store: a writer thread and a reader connection.
 pub struct Sqlite {
@@ -515,21 +471,6 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max_batch:
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
-/// Takes the health probes out of a batch: they run after it, on their own.
-fn take_probes(batch: &mut Vec<WriteOp>) -> Vec<Reply<()>> {
-    if !batch.iter().any(|op| matches!(op, WriteOp::Probe { .. })) {
-        return Vec::new();
-    }
-    let mut probes = Vec::new();
-    for op in std::mem::take(batch) {
-        match op {
-            WriteOp::Probe { ack } => probes.push(ack),
-            op => batch.push(op),
-        }
-    }
-    probes
-}
-
 /// Whether the database takes a write now, without changing it: takes the write lock (waiting
 /// up to the busy timeout, as a commit would), inserts a row of 8 KiB (new pages, as a message
 /// would need on a full disk or at storage.max_pages) and rolls it back.
@@ -550,14 +491,6 @@ fn probe(conn: &mut Connection) -> Result<(), StoreError> {
     result
 }
 
-/// What one operation produced, once the commit stands.
-enum Outcome {
-    Unit,
-    Count(u64),
-    Created(bool),
-    RoomId(i64),
-}
-
 /// Applies a batch in one transaction and answers every operation after the commit. All or
 /// nothing: when any operation or the commit fails (disk full, database locked, I/O error), the
 /// transaction is rolled back and every operation in the batch gets the error, so an error reply
@@ -575,41 +508,11 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
         Err(e) => {
             crate::metrics::metrics().storage_errors.inc();
             tracing::error!(error = %e, ops = batch.len(), "storage commit failed; nothing in the batch was stored");
-            for op in batch.drain(..) {
-                match op {
-                    WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. } => {
-                        drop(ack.send(Err(e.clone())))
-                    }
-                    WriteOp::CreateAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
-                    WriteOp::CreateRoom { ack, .. } | WriteOp::CreateDirect { ack, .. } => {
-                        drop(ack.send(Err(e.clone())))
-                    }
-                    WriteOp::SetTopic { ack, .. } | WriteOp::Probe { ack } => drop(ack.send(Err(e.clone()))),
-                    WriteOp::Changes { ack, .. } => drop(ack.send(Err(e.clone()))),
-                    WriteOp::Shutdown => {}
-                }
-            }
+            batch::fail(batch, &e);
             return;
         }
     };
-    for (op, outcome) in batch.drain(..).zip(outcomes) {
-        match (op, outcome) {
-            (
-                WriteOp::Append { ack, .. }
-                | WriteOp::UpsertBotAccount { ack, .. }
-                | WriteOp::SetTopic { ack, .. }
-                | WriteOp::Probe { ack },
-                Outcome::Unit,
-            ) => drop(ack.send(Ok(()))),
-            (WriteOp::CreateAccount { ack, .. }, Outcome::Created(created)) => drop(ack.send(Ok(created))),
-            (WriteOp::CreateRoom { ack, .. } | WriteOp::CreateDirect { ack, .. }, Outcome::RoomId(id)) => {
-                drop(ack.send(Ok(id)))
-            }
-            (WriteOp::Changes { ack, .. }, Outcome::Count(n)) => drop(ack.send(Ok(n))),
-            (WriteOp::Shutdown, _) => {}
-            _ => unreachable!("apply answers each operation with its own kind of outcome"),
-        }
-    }
+    batch::answer(batch, outcomes);
 }
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreError> {
