@@ -16,11 +16,8 @@ use testkit::{call, expect_line, Daemon, PATIENCE};
 /// A daemon on `pg`'s database `db` (created here), with `extra` TOML merged in.
 async fn daemon_on(pg: &PgServer, db: &str, extra: &str) -> Daemon {
     pg.create_database(db);
-    Daemon::start_with(&format!(
-        "[storage]\nbackend = \"postgres\"\npostgres_url = \"{}\"\n{extra}",
-        pg.url_for(db)
-    ))
-    .await
+    Daemon::start_with(&format!("[storage]\nbackend = \"postgres\"\npostgres_url = \"{}\"\n{extra}", pg.url_for(db)))
+        .await
 }
 
 async fn code(conn: &mut LineConn, line: &str) -> u16 {
@@ -60,9 +57,11 @@ async fn a_conversation_on_postgres_history_dms_and_topics_survive_a_restart() {
         sent.push(post(&mut alice, "lounge", &format!("note {i}")).await);
     }
     assert!(sent.windows(2).all(|w| w[0] < w[1]), "ids increase: {sent:?}");
-    let live = expect_line(&mut bob, "alice's last note", |l| {
-        matches!(l, ServerLine::Event(e) if e.name == "MSG" && e.text.as_deref() == Some("note 59"))
-    })
+    let live = expect_line(
+        &mut bob,
+        "alice's last note",
+        |l| matches!(l, ServerLine::Event(e) if e.name == "MSG" && e.text.as_deref() == Some("note 59")),
+    )
     .await;
     assert!(matches!(live, ServerLine::Event(e) if e.fields[1] == sent[59].to_string()));
     let history = testkit::whole_history(&d, "lounge").await;
@@ -88,7 +87,10 @@ async fn a_conversation_on_postgres_history_dms_and_topics_survive_a_restart() {
     let dm = call(&mut bob, "HISTORY @alice").await;
     assert_eq!(stored(&dm.data), [(stored(&dm.data)[0].0, "alice".to_string(), "just us".to_string())]);
     let topic = call(&mut dave, "TOPIC lounge").await;
-    assert_eq!((topic.fin.fields[..2].to_vec(), topic.fin.text.as_deref()), (vec!["lounge".to_string(), "alice".to_string()], Some("quiet please")));
+    assert_eq!(
+        (topic.fin.fields[..2].to_vec(), topic.fin.text.as_deref()),
+        (vec!["lounge".to_string(), "alice".to_string()], Some("quiet please"))
+    );
     let rooms = call(&mut dave, "ROOMS").await;
     assert!(rooms.data.iter().any(|r| r.fields[0] == "lounge"), "{:?}", rooms.data);
 
@@ -156,8 +158,7 @@ async fn every_acknowledged_message_survives_kill_9_on_postgres() {
         let mut readers = Vec::new();
         for c in 0..CLIENTS {
             let (mut reader, mut writer) = d.member(&format!("w{c}"), "dur").await.split();
-            let lines: String =
-                (0..PER_CLIENT).map(|i| format!("@c{c}m{i} MSG dur r{round} c{c} m{i}\r\n")).collect();
+            let lines: String = (0..PER_CLIENT).map(|i| format!("@c{c}m{i} MSG dur r{round} c{c} m{i}\r\n")).collect();
             tokio::spawn(async move {
                 let _ = writer.send_raw(lines.as_bytes()).await;
                 writer

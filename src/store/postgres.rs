@@ -129,6 +129,26 @@ fn describe(config: &tokio_postgres::Config) -> String {
     format!("postgresql://{}:{port}/{db}", hosts.join(","))
 }
 
+/// The connection pool (the writer's connection and the readers'), and where it connects to.
+fn pool(options: &StorageSection) -> Result<(Pool, String), StoreError> {
+    let mut config = check_url(&options.postgres_url).map_err(StoreError::Postgres)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("chatd");
+    let target = describe(&config);
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let pool = Pool::builder(manager)
+        .max_size(READERS + 1)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| StoreError::Postgres(format!("{target}: {e}")))?;
+    Ok((pool, target))
+}
+
 /// The PostgreSQL store: a writer task and a pool of readers.
 pub struct Postgres {
     writer: mpsc::Sender<WriteOp>,
@@ -141,21 +161,7 @@ impl Postgres {
     /// Connects, takes the database (the advisory lock), creates or upgrades the schema and
     /// starts the writer task.
     pub async fn open(options: &StorageSection) -> Result<Postgres, StoreError> {
-        let mut config = check_url(&options.postgres_url).map_err(StoreError::Postgres)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        config.application_name("chatd");
-        let target = describe(&config);
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(READERS + 1)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| StoreError::Postgres(format!("{target}: {e}")))?;
+        let (pool, target) = pool(options)?;
         let mut writer = Writer { pool: pool.clone(), conn: None, target: target.clone() };
         writer.connection().await.map_err(|e| StoreError::Postgres(format!("{target}: {e}")))?;
         writer.migrate().await.map_err(|e| StoreError::Postgres(format!("{target}: {e}")))?;
@@ -734,4 +740,126 @@ async fn apply_change(tx: &Transaction<'_>, change: &Change, now: Millis) -> Res
 async fn run(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
     let stmt = tx.prepare_cached(sql).await?;
     Ok(tx.execute(&stmt, params).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Backend;
+    use testkit::postgres::PgServer;
+
+    struct Record(u64, &'static str);
+
+    impl MessageRecord for Record {
+        fn id(&self) -> u64 {
+            self.0
+        }
+        fn time(&self) -> Millis {
+            1
+        }
+        fn sender(&self) -> &str {
+            "alice"
+        }
+        fn text(&self) -> &str {
+            self.1
+        }
+        fn guest(&self) -> bool {
+            false
+        }
+    }
+
+    fn options(pg: &PgServer, db: &str) -> StorageSection {
+        StorageSection { backend: Backend::Postgres, postgres_url: pg.url_for(db), ..Default::default() }
+    }
+
+    fn everything() -> Range {
+        Range { after: None, before: None, limit: 100, newest_first: false }
+    }
+
+    /// As on SQLite: a message deleted before its commit leaves a tombstone the commit respects;
+    /// and its id is not handed out again after a restart.
+    #[tokio::test]
+    async fn a_message_deleted_before_its_commit_is_never_stored_nor_its_id_reused() {
+        let pg = PgServer::start();
+        let store = Postgres::open(&options(&pg, "postgres")).await.unwrap();
+        let room = store.create_room(RoomName::parse("general").unwrap()).await.unwrap();
+        let (kept, deleted) = (store.next_message_id(), store.next_message_id());
+        let gone = store.change(vec![Change::DeleteMessage { room, id: deleted, before_commit: true }]).await;
+        assert_eq!(gone.unwrap(), 1, "the tombstone counts as the change");
+        for (id, text) in [(kept, "kept"), (deleted, "deleted")] {
+            store.append(room, Arc::new(Record(id, text))).await.await.unwrap().unwrap();
+        }
+        let texts: Vec<String> =
+            store.messages(room, everything()).await.unwrap().into_iter().map(|m| m.text).collect();
+        assert_eq!(texts, ["kept"]);
+        store.close().await;
+        let again = Postgres::open(&options(&pg, "postgres")).await.unwrap();
+        assert!(again.next_message_id() > deleted);
+        again.close().await;
+    }
+
+    /// A group commit is all or nothing: one failing operation (here an append to a room that
+    /// does not exist) fails every operation of its batch, and none is stored.
+    #[tokio::test]
+    async fn a_batch_commits_all_or_nothing() {
+        let pg = PgServer::start();
+        let (pool, target) = pool(&options(&pg, "postgres")).unwrap();
+        let mut writer = Writer { pool: pool.clone(), conn: None, target };
+        writer.migrate().await.unwrap();
+        let alice = UserName::parse("alice").unwrap();
+        let (create, created) = oneshot::channel();
+        let (append, appended) = oneshot::channel();
+        let mut batch = vec![
+            WriteOp::CreateAccount { name: alice.clone(), hash: "h".into(), ack: create },
+            WriteOp::Append { message: Arc::new(Record(1, "lost")), room: 4242, ack: append },
+        ];
+        writer.commit(&mut batch).await;
+        assert!(matches!(created.await.unwrap(), Err(StoreError::Postgres(_))));
+        assert!(matches!(appended.await.unwrap(), Err(StoreError::Postgres(_))));
+        let conn = pool.get().await.unwrap();
+        let n: i64 = conn.query_one("SELECT COUNT(*) FROM accounts", &[]).await.unwrap().get(0);
+        assert_eq!(n, 0, "the account of the failed batch was not stored");
+
+        // The same writer goes on: a good batch commits, many appends in one statement.
+        let (create, created) = oneshot::channel();
+        let (room, room_made) = oneshot::channel();
+        let mut batch = vec![
+            WriteOp::CreateAccount { name: alice, hash: "h".into(), ack: create },
+            WriteOp::CreateRoom { name: RoomName::parse("general").unwrap(), ack: room },
+        ];
+        writer.commit(&mut batch).await;
+        assert!(created.await.unwrap().unwrap());
+        let room = room_made.await.unwrap().unwrap();
+        let mut acks = Vec::new();
+        let mut batch: Vec<WriteOp> = (1..=100)
+            .map(|id| {
+                let (ack, rx) = oneshot::channel();
+                acks.push(rx);
+                WriteOp::Append { message: Arc::new(Record(id, "many")), room, ack }
+            })
+            .collect();
+        writer.commit(&mut batch).await;
+        for rx in acks {
+            rx.await.unwrap().unwrap();
+        }
+        let n: i64 = conn.query_one("SELECT COUNT(*) FROM messages", &[]).await.unwrap().get(0);
+        assert_eq!(n, 100);
+        assert_eq!(writer.highest_id().await.unwrap(), 100);
+    }
+
+    /// A database with someone else's tables, or a newer chatd's schema, is left alone.
+    #[tokio::test]
+    async fn a_foreign_or_newer_database_is_refused() {
+        let pg = PgServer::start();
+        pg.create_database("foreign");
+        pg.psql("foreign", "CREATE TABLE invoices (id INTEGER)");
+        let e = Postgres::open(&options(&pg, "foreign")).await.err().expect("refused");
+        assert!(e.to_string().contains("not chatd's"), "{e}");
+
+        let store = Postgres::open(&options(&pg, "postgres")).await.unwrap();
+        store.close().await;
+        pg.psql("postgres", "UPDATE chatd_schema SET version = 99");
+        let e = Postgres::open(&options(&pg, "postgres")).await.err().expect("refused");
+        assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
 }

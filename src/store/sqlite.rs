@@ -108,7 +108,13 @@ impl Sqlite {
         create_private(path)?;
         let writer_conn = open_checked(path, options)?;
         let reader = open_checked(path, options)?;
-        let max_id: i64 = reader.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| r.get(0))?;
+        // A tombstoned id (a message deleted before its commit) counts too: handed out again, its
+        // new message would be skipped by the tombstone after being acknowledged.
+        let max_id: i64 = reader.query_row(
+            "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM messages), (SELECT COALESCE(MAX(id), 0) FROM deleted_messages))",
+            [],
+            |r| r.get(0),
+        )?;
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let thread = std::thread::Builder::new()
             .name("chatd-store".into())
@@ -752,6 +758,10 @@ mod tests {
         let range = Range { after: None, before: None, limit: 10, newest_first: false };
         let texts: Vec<String> = store.messages(room, range).await.unwrap().into_iter().map(|m| m.text).collect();
         assert_eq!(texts, ["kept"]);
+        // Its id is not handed out again after a restart (a new message under it would be skipped).
+        store.close().await;
+        let again = Sqlite::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
+        assert!(again.next_message_id() > deleted);
     }
 
     /// A version-2 database (as chatd wrote it before guests) is upgraded in place to version 3:

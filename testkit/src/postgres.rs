@@ -93,7 +93,8 @@ impl PgServer {
     /// Runs SQL with psql against database `db`; returns its unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let port = self.port.to_string();
-        let out = self.run_ok("psql", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", db, "-XAtq", "-c", sql]);
+        let out =
+            self.run_ok("psql", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", db, "-XAtq", "-c", sql]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
