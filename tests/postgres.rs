@@ -8,6 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use chatd_proto::line::{Reply, ServerLine};
 use chatd_proto::LineConn;
 use testkit::postgres::PgServer;
@@ -261,4 +263,51 @@ async fn a_postgres_store_is_checked_held_by_one_chatd_and_backed_up_with_pg_dum
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("storage.postgres_url"), "{err}");
+}
+
+/// `GET /health` on the metrics listener: (status, body).
+async fn health(d: &Daemon) -> (u16, String) {
+    let addr = d.metrics_addr.clone().expect("a metrics listener");
+    let fetch = async {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect to the metrics listener");
+        let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        tcp.read_to_string(&mut raw).await.unwrap();
+        raw
+    };
+    let raw = tokio::time::timeout(PATIENCE, fetch).await.expect("HTTP response in time");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    (head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status"), body.to_string())
+}
+
+/// PostgreSQL going away: posts get `500` (nothing stored), the health check says 503 with the
+/// reason, reads of what needs no store go on; once it is back, chatd reconnects (taking its lock
+/// again) and everything works, with nothing lost that was acknowledged.
+#[tokio::test]
+async fn postgres_going_away_fails_writes_with_500_and_503_and_chatd_recovers_when_it_is_back() {
+    let pg = PgServer::start();
+    let d = daemon_on(&pg, "outage", "[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    assert_eq!(health(&d).await, (200, "ok: the store is writable\n".to_string()));
+    let mut alice = d.member("alice", "lounge").await;
+    let before = post(&mut alice, "lounge", "before the outage").await;
+
+    pg.stop();
+    assert_eq!(code(&mut alice, "MSG lounge during the outage").await, 500);
+    let (status, body) = health(&d).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("unhealthy: the store cannot write"), "{body}");
+    assert_eq!(code(&mut alice, "PING alive").await, 200, "still serving what needs no write");
+
+    pg.start_again();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while health(&d).await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "chatd never wrote again; log:\n{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let after = post(&mut alice, "lounge", "after the outage").await;
+    let history = stored(&call(&mut alice, "HISTORY lounge").await.data);
+    let texts: Vec<(u64, &str)> = history.iter().map(|(id, _, text)| (*id, text.as_str())).collect();
+    assert_eq!(texts, [(before, "before the outage"), (after, "after the outage")]);
+    assert!(d.log().contains("storage commit failed"), "the failure is logged");
 }

@@ -56,23 +56,37 @@ impl PgServer {
         // A free port can be taken between the probe and the start: try a few.
         for attempt in 0.. {
             server.port = free_port();
-            let options = format!(
-                "-k {dir} -p {port} -c listen_addresses=127.0.0.1 -c fsync=on -c shared_buffers=16MB \
-                 -c max_connections=60",
-                dir = server.dir().display(),
-                port = server.port
-            );
-            let log = server.dir().join("postgres.log");
-            let out = server.run(
-                "pg_ctl",
-                &["-D", &server.data_str(), "-l", log.to_str().unwrap(), "-o", &options, "-w", "-t", "60", "start"],
-            );
+            let out = server.pg_ctl_start();
             if out.status.success() {
                 return server;
             }
             assert!(attempt < 3, "pg_ctl start failed: {}\n{}", describe(&out), server.log());
         }
         unreachable!()
+    }
+
+    fn pg_ctl_start(&self) -> Output {
+        let options = format!(
+            "-k {dir} -p {port} -c listen_addresses=127.0.0.1 -c fsync=on -c shared_buffers=16MB -c max_connections=60",
+            dir = self.dir().display(),
+            port = self.port
+        );
+        let log = self.dir().join("postgres.log");
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_str(), "-l", log.to_str().unwrap(), "-o", &options, "-w", "-t", "60", "start"],
+        )
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, what they committed is kept).
+    pub fn stop(&self) {
+        self.run_ok("pg_ctl", &["-D", &self.data_str(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts it again, on the same port with the same data.
+    pub fn start_again(&self) {
+        let out = self.pg_ctl_start();
+        assert!(out.status.success(), "pg_ctl start failed: {}\n{}", describe(&out), self.log());
     }
 
     /// A URL for database `postgres` as the superuser `postgres` (no password: trust).
