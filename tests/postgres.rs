@@ -15,7 +15,8 @@ use chatd_proto::LineConn;
 use testkit::postgres::PgServer;
 use testkit::{call, expect_line, Daemon, PATIENCE};
 
-/// A daemon on `pg`'s database `db` (created here), with `extra` TOML merged in.
+/// A daemon on `pg`'s database `db` (created here), with `extra` TOML merged in. `extra` follows
+/// the `[storage]` keys: lines before its first table header are more `[storage]` keys.
 async fn daemon_on(pg: &PgServer, db: &str, extra: &str) -> Daemon {
     pg.create_database(db);
     Daemon::start_with(&format!("[storage]\nbackend = \"postgres\"\npostgres_url = \"{}\"\n{extra}", pg.url_for(db)))
@@ -310,4 +311,42 @@ async fn postgres_going_away_fails_writes_with_500_and_503_and_chatd_recovers_wh
     let texts: Vec<(u64, &str)> = history.iter().map(|(id, _, text)| (*id, text.as_str())).collect();
     assert_eq!(texts, [(before, "before the outage"), (after, "after the outage")]);
     assert!(d.log().contains("storage commit failed"), "the failure is logged");
+}
+
+/// Another session locking the messages table (a DBA's `LOCK TABLE`): posts wait at most
+/// `storage.busy_timeout_ms`, then get `500` (nothing stored); reads go on; once the lock is
+/// released posts work again. The same as SQLite's busy timeout (tests/faults.rs).
+#[tokio::test]
+async fn a_locked_table_fails_posts_with_500_after_the_busy_timeout_and_recovers() {
+    use std::io::{BufRead, Write};
+    let pg = PgServer::start();
+    let d = daemon_on(&pg, "locked", "busy_timeout_ms = 300\n").await;
+    let mut alice = d.member("alice", "lounge").await;
+    let first = post(&mut alice, "lounge", "before the lock").await;
+
+    let mut dba = pg
+        .psql_session("locked")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sql = dba.stdin.take().unwrap();
+    writeln!(sql, "BEGIN; LOCK TABLE messages IN EXCLUSIVE MODE; SELECT 'locked';").unwrap();
+    let mut out = std::io::BufReader::new(dba.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    assert_eq!(code(&mut alice, "MSG lounge while locked").await, 500);
+    let history = call(&mut alice, "HISTORY lounge").await;
+    assert_eq!((history.fin.code, ids(&history.data)), (200, vec![first]), "reads go on");
+
+    writeln!(sql, "COMMIT;").unwrap();
+    drop(sql);
+    dba.wait().unwrap();
+    let next = post(&mut alice, "lounge", "after the lock").await;
+    let texts: Vec<String> = stored(&call(&mut alice, "HISTORY lounge").await.data).into_iter().map(|m| m.2).collect();
+    assert_eq!(texts, ["before the lock", "after the lock"]);
+    assert!(next > first);
+    assert!(d.log().contains("lock timeout"), "PostgreSQL's reason is logged");
 }

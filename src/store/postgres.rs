@@ -43,6 +43,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a starting chatd waits for the lock (a chatd killed just before still holds it until
 /// the server notices its connection closed).
 const LOCK_WAIT: Duration = Duration::from_secs(15);
+/// The longest a commit (or a health probe) may take before the writer gives up on it, drops its
+/// connection and fails the batch: a server that stopped answering (SIGSTOP, a dead host with the
+/// TCP connection still up) must not hold every sender forever.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
 /// Read connections, beside the writer's.
 const READERS: usize = 8;
 
@@ -162,7 +166,8 @@ impl Postgres {
     /// starts the writer task.
     pub async fn open(options: &StorageSection) -> Result<Postgres, StoreError> {
         let (pool, target) = pool(options)?;
-        let mut writer = Writer { pool: pool.clone(), conn: None, target: target.clone() };
+        let mut writer =
+            Writer { pool: pool.clone(), conn: None, target: target.clone(), lock_timeout_ms: options.busy_timeout_ms };
         writer.connection().await.map_err(|e| StoreError::Postgres(format!("{target}: {e}")))?;
         writer.migrate().await.map_err(|e| StoreError::Postgres(format!("{target}: {e}")))?;
         let high = writer.highest_id().await?;
@@ -406,6 +411,9 @@ struct Writer {
     pool: Pool,
     conn: Option<Object>,
     target: String,
+    /// `storage.busy_timeout_ms`: how long a write waits for a lock another session holds (a
+    /// DBA's `LOCK TABLE`, a long migration) before it fails, as SQLite's busy timeout.
+    lock_timeout_ms: u64,
 }
 
 impl Writer {
@@ -418,7 +426,8 @@ impl Writer {
         }
         if self.conn.is_none() {
             let conn = self.pool.get().await?;
-            conn.batch_execute("SET synchronous_commit = on").await?;
+            conn.batch_execute(&format!("SET synchronous_commit = on; SET lock_timeout = {}", self.lock_timeout_ms))
+                .await?;
             let deadline = tokio::time::Instant::now() + LOCK_WAIT;
             loop {
                 let row = conn.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY]).await?;
@@ -438,6 +447,17 @@ impl Writer {
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// Gives up on a connection that stopped answering: closes it (the server rolls back whatever
+    /// it had not committed) so the next write reconnects.
+    fn abandon(&mut self, what: &str) -> StoreError {
+        self.conn.take().map(Object::take);
+        StoreError::Postgres(format!(
+            "{}: PostgreSQL did not answer the {what} within {} s; connection dropped",
+            self.target,
+            COMMIT_DEADLINE.as_secs()
+        ))
     }
 
     /// Creates the schema in an empty database, upgrades an older one, refuses a foreign one.
@@ -490,14 +510,17 @@ impl Writer {
     /// Applies a batch in one transaction and answers every operation after the commit; on any
     /// failure every operation gets the error (the transaction is rolled back when dropped).
     async fn commit(&mut self, batch: &mut Vec<WriteOp>) {
-        let result = async {
+        let attempt = async {
             let conn = self.connection().await?;
             let tx = conn.transaction().await?;
             let outcomes = apply_all(&tx, batch).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(outcomes)
-        }
-        .await;
+        };
+        let result = match tokio::time::timeout(COMMIT_DEADLINE, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(self.abandon("commit")),
+        };
         match result {
             Ok(outcomes) => batch::answer(batch, outcomes),
             Err(e) => {
@@ -511,7 +534,7 @@ impl Writer {
     /// Whether the database takes a write now, without changing it: an 8 KiB row inserted and
     /// rolled back on the writer's connection.
     async fn probe(&mut self) -> Result<(), StoreError> {
-        let result = async {
+        let attempt = async {
             let conn = self.connection().await?;
             let tx = conn.transaction().await?;
             tx.execute(
@@ -522,8 +545,11 @@ impl Writer {
             .await?;
             tx.rollback().await?;
             Ok::<_, StoreError>(())
-        }
-        .await;
+        };
+        let result = match tokio::time::timeout(COMMIT_DEADLINE, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(self.abandon("health probe")),
+        };
         if let Err(e) = &result {
             crate::metrics::metrics().storage_errors.inc();
             tracing::warn!(error = %e, "health probe: the store cannot write");
@@ -804,7 +830,7 @@ mod tests {
     async fn a_batch_commits_all_or_nothing() {
         let pg = PgServer::start();
         let (pool, target) = pool(&options(&pg, "postgres")).unwrap();
-        let mut writer = Writer { pool: pool.clone(), conn: None, target };
+        let mut writer = Writer { pool: pool.clone(), conn: None, target, lock_timeout_ms: 5000 };
         writer.migrate().await.unwrap();
         let alice = UserName::parse("alice").unwrap();
         let (create, created) = oneshot::channel();

@@ -125,7 +125,8 @@ impl PgServer {
         self.data.display().to_string()
     }
 
-    fn run(&self, tool: &str, args: &[&str]) -> Output {
+    /// A command running one of PostgreSQL's programs (as the postgres account when root).
+    pub fn command(&self, tool: &str) -> Command {
         let path = self.bin.join(tool);
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
@@ -135,8 +136,19 @@ impl PgServer {
             Command::new(&path)
         };
         // The server's working directory must be one the postgres account can enter.
-        cmd.args(args).current_dir(self.dir()).env("PGCONNECT_TIMEOUT", "10");
-        cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()))
+        cmd.current_dir(self.dir()).env("PGCONNECT_TIMEOUT", "10");
+        cmd
+    }
+
+    /// A `psql` session on database `db` reading SQL from its stdin (spawn it with pipes).
+    pub fn psql_session(&self, db: &str) -> Command {
+        let mut cmd = self.command("psql");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-XAtq"]);
+        cmd
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Output {
+        self.command(tool).args(args).output().unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
     }
 
     fn run_ok(&self, tool: &str, args: &[&str]) -> Output {
