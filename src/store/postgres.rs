@@ -18,7 +18,7 @@
 //! Nothing here runs blocking code: tokio-postgres is asynchronous.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction};
@@ -34,7 +34,6 @@ use super::{
     StoredMessage, StoredRoom, StoredTopic,
 };
 use crate::config::StorageSection;
-use std::sync::Arc;
 
 /// The advisory lock a running chatd holds on its database: `chat` in ASCII.
 const LOCK_KEY: i64 = 0x6368_6174;
