@@ -9,13 +9,16 @@ cd "$(dirname "$0")/.."
 # systemd: `systemd-analyze verify` on the units of the Debian package; systemd need not run),
 # promtool (package prometheus: checks the metrics exposition in tests/observe.rs), chromium (the
 # web client's browser test, bot/tests/web_browser.rs) and node/npm (Node.js 20 or later: the web
-# client's unit tests and Playwright).
+# client's unit tests and Playwright), PostgreSQL (below).
 need=()
 for pair in openssl:openssl tmux:tmux irssi:irssi weechat-headless:weechat-headless systemd-analyze:systemd \
   chromium:chromium node:nodejs npm:npm; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# PostgreSQL (tests/postgres.rs and the store's unit tests start throwaway servers with its initdb
+# and pg_ctl, as the postgres account when root); its binaries are not on PATH.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -59,13 +59,28 @@ pub struct TlsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSection {
+    /// Which store of record: SQLite at `db` (the default: nothing else to run) or PostgreSQL at
+    /// `postgres_url` (docs/cluster.md).
+    pub backend: Backend,
     pub db: PathBuf,
+    /// A libpq connection string or URL (`postgresql://user@host:port/dbname`), for
+    /// `backend = "postgres"`. A password in it is never logged; prefer a `~/.pgpass` file.
+    pub postgres_url: String,
     pub max_batch: usize,
     /// How long a write waits for a lock another process holds on the database before it fails.
     pub busy_timeout_ms: u64,
     /// A cap on the database size in pages of 4 KiB (0: none). Writes beyond it fail as on a full
     /// disk; for quotas, and for tests.
     pub max_pages: u64,
+}
+
+/// The store of record's engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 /// `[admin]`: the server's administrators (accounts that may moderate every room, disable
@@ -247,7 +262,14 @@ impl Default for TlsSection {
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { db: "data/chatd.db".into(), max_batch: 1024, busy_timeout_ms: 5000, max_pages: 0 }
+        StorageSection {
+            backend: Backend::Sqlite,
+            db: "data/chatd.db".into(),
+            postgres_url: String::new(),
+            max_batch: 1024,
+            busy_timeout_ms: 5000,
+            max_pages: 0,
+        }
     }
 }
 
@@ -429,6 +451,10 @@ impl Config {
         if l.argon2_workers == 0 || l.send_queue_lines == 0 || self.storage.max_batch == 0 {
             return bad("limits.argon2_workers, send_queue_lines and storage.max_batch must be positive".into());
         }
+        if self.storage.backend == Backend::Postgres {
+            crate::store::check_postgres_url(&self.storage.postgres_url)
+                .map_err(|why| ConfigError::Invalid(format!("storage.postgres_url: {why}")))?;
+        }
         let g = &self.guests;
         if g.flood_rate_per_sec <= 0.0 || g.flood_burst == 0 {
             return bad("guests.flood_rate_per_sec and flood_burst must be positive".into());
@@ -562,5 +588,17 @@ mod tests {
         assert!(c.validate().is_ok());
         c.guests.flood_rate_per_sec = 0.0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_postgres_backend_needs_a_valid_url() {
+        let mut c: Config = toml::from_str("[storage]\nbackend = \"postgres\"").unwrap();
+        assert_eq!(c.storage.backend, Backend::Postgres);
+        assert!(c.validate().is_err(), "no URL");
+        c.storage.postgres_url = "postgresql://chatd@127.0.0.1:5432/chatd".into();
+        assert!(c.validate().is_ok());
+        c.storage.postgres_url = "host=127.0.0.1 port=nope".into();
+        assert!(c.validate().is_err());
+        assert!(toml::from_str::<Config>("[storage]\nbackend = \"mysql\"").is_err());
     }
 }

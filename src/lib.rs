@@ -7,7 +7,7 @@
 //!   `native` or `irc`.
 //! - `session`: one connection's loop, shared by the front ends (timers, flood control, writes).
 //! - `chat`: the core (accounts, rooms, bots, a connection's client state); no wire, no SQL.
-//! - `store`: the store of record (SQLite), the only place with SQL.
+//! - `store`: the store of record (SQLite or PostgreSQL), the only place with SQL.
 //! - `net`: listeners, the connection gate, TLS, bytes to lines; no chat, no protocol words.
 //! - `config`, `limits` (rate-limit primitives), `shutdown`.
 //!
@@ -69,7 +69,7 @@ pub async fn run(
     config.validate()?;
     raise_fd_limit();
     let tls = net::tls::load_or_create(&config.tls)?;
-    let store = store::Store::open(&config.storage)?;
+    let store = store::Store::open(&config.storage).await?;
     let chat = Arc::new(Chat::start(&config, store.clone()).await?);
     let l = &config.limits;
     let gate = Arc::new(ConnectionGate::new(

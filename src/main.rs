@@ -54,6 +54,7 @@ enum Command {
     /// Copies the live database (storage.db of the configuration) to DEST with SQLite's online
     /// backup API, while chatd keeps serving; prints what the copy holds. Restore: stop chatd,
     /// copy the file back over storage.db (removing its -wal and -shm files), start chatd.
+    /// With storage.backend = "postgres" it refuses: use pg_dump (docs/cluster.md).
     Backup {
         /// The backup file to write (replaced if it exists; written owner-only).
         dest: PathBuf,
@@ -110,6 +111,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(Command::Backup { dest }) = args.command {
+        if config.storage.backend == chatd::config::Backend::Postgres {
+            anyhow::bail!(
+                "{shown}: storage.backend is \"postgres\": chatd backup copies a SQLite database; back PostgreSQL up \
+                 with its own tools (pg_dump -Fc, or continuous archiving), see docs/cluster.md"
+            );
+        }
         let db = &config.storage.db;
         let s = chatd::store::backup(db, &dest)?;
         println!(

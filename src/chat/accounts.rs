@@ -217,7 +217,8 @@ mod tests {
     #[tokio::test]
     async fn a_registration_refused_server_wide_does_not_count_against_its_address() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
+        let store =
+            Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).await.unwrap();
         let limits = Limits { registrations_per_address_per_hour: 2, registrations_per_hour: 1, ..Default::default() };
         let accounts = Accounts::new(store, &limits, true, &[]).await.unwrap();
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());

@@ -735,7 +735,8 @@ mod tests {
 
     /// A room with messages 1..=10, several sharing a millisecond, as CHATHISTORY pages it.
     async fn room_with_ten(dir: &tempfile::TempDir) -> (Arc<Store>, RoomId) {
-        let store = Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
+        let store =
+            Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).await.unwrap();
         let room = RoomName::parse("general").unwrap();
         let id = store.create_room(room.clone()).await.unwrap();
         let times = [100, 100, 100, 101, 101, 102, 102, 102, 102, 103];

@@ -627,7 +627,8 @@ mod tests {
     }
 
     async fn room(dir: &tempfile::TempDir) -> RoomHandle {
-        let store = Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
+        let store =
+            Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).await.unwrap();
         let name = RoomName::parse("general").unwrap();
         let room_id = store.create_room(name.clone()).await.unwrap();
         let settings = RoomSettings { cache_messages: 200, members_per_room: 10, batch_bytes: 1000 };

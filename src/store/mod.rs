@@ -1,10 +1,13 @@
 //! Storage: the only place with SQL. `Store` is what the core holds: accounts, rooms and messages,
 //! message ids, and the group commit that makes an acknowledged message durable. It is an enum of
-//! backends (SQLite today) so that another one comes in beside it without the core changing.
+//! backends (SQLite, the default, and PostgreSQL: docs/cluster.md) with the same guarantees, so
+//! the core does not know which one it runs on.
 //! Nothing here knows the chat core's types: the core hands messages in through `MessageRecord`
 //! and gets `StoredMessage` values back.
 
+mod batch;
 mod error;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use tokio::sync::oneshot;
 
 use chatd_proto::names::{RoomName, UserName};
 
-use crate::config::StorageSection;
+use crate::config::{Backend, StorageSection};
 pub use error::StoreError;
 pub use sqlite::{backup, BackupSummary};
 
@@ -150,12 +153,22 @@ pub type Committed = oneshot::Receiver<Result<(), StoreError>>;
 /// The store of record, by backend.
 pub enum Store {
     Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// Checks a `storage.postgres_url` without connecting; why it is not one otherwise.
+pub fn check_postgres_url(url: &str) -> Result<(), String> {
+    postgres::check_url(url).map(|_| ())
 }
 
 impl Store {
-    /// Opens the configured store (SQLite at `options.db`).
-    pub fn open(options: &StorageSection) -> Result<Arc<Store>, StoreError> {
-        Ok(Arc::new(Store::Sqlite(sqlite::Sqlite::open(options)?)))
+    /// Opens the configured store: SQLite at `options.db`, or PostgreSQL at `options.postgres_url`
+    /// (connected, locked and its schema created or upgraded before this returns).
+    pub async fn open(options: &StorageSection) -> Result<Arc<Store>, StoreError> {
+        Ok(Arc::new(match options.backend {
+            Backend::Sqlite => Store::Sqlite(sqlite::Sqlite::open(options)?),
+            Backend::Postgres => Store::Postgres(postgres::Postgres::open(options).await?),
+        }))
     }
 
     /// A fresh message id: unique across rooms, increasing. The id source is the store's, so a
@@ -163,6 +176,7 @@ impl Store {
     pub fn next_message_id(&self) -> u64 {
         match self {
             Store::Sqlite(s) => s.next_message_id(),
+            Store::Postgres(s) => s.next_message_id(),
         }
     }
 
@@ -170,6 +184,7 @@ impl Store {
     pub async fn append(&self, room: RoomId, message: Arc<dyn MessageRecord>) -> Committed {
         match self {
             Store::Sqlite(s) => s.append(room, message).await,
+            Store::Postgres(s) => s.append(room, message).await,
         }
     }
 
@@ -177,6 +192,7 @@ impl Store {
     pub async fn create_account(&self, name: UserName, hash: String) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.create_account(name, hash).await,
+            Store::Postgres(s) => s.create_account(name, hash).await,
         }
     }
 
@@ -184,6 +200,7 @@ impl Store {
     pub async fn upsert_bot_account(&self, name: UserName, hash: String) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.upsert_bot_account(name, hash).await,
+            Store::Postgres(s) => s.upsert_bot_account(name, hash).await,
         }
     }
 
@@ -191,6 +208,7 @@ impl Store {
     pub async fn create_room(&self, name: RoomName) -> Result<RoomId, StoreError> {
         match self {
             Store::Sqlite(s) => s.create_room(name).await,
+            Store::Postgres(s) => s.create_room(name).await,
         }
     }
 
@@ -198,6 +216,7 @@ impl Store {
     pub async fn account_hash(&self, name: UserName) -> Result<Option<String>, StoreError> {
         match self {
             Store::Sqlite(s) => s.account_hash(name).await,
+            Store::Postgres(s) => s.account_hash(name).await,
         }
     }
 
@@ -207,6 +226,7 @@ impl Store {
     pub async fn change(&self, changes: Vec<Change>) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.change(changes).await,
+            Store::Postgres(s) => s.change(changes).await,
         }
     }
 
@@ -214,6 +234,7 @@ impl Store {
     pub async fn account(&self, name: UserName) -> Result<Option<StoredAccount>, StoreError> {
         match self {
             Store::Sqlite(s) => s.account(name).await,
+            Store::Postgres(s) => s.account(name).await,
         }
     }
 
@@ -221,6 +242,7 @@ impl Store {
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         match self {
             Store::Sqlite(s) => s.audit(limit).await,
+            Store::Postgres(s) => s.audit(limit).await,
         }
     }
 
@@ -228,6 +250,7 @@ impl Store {
     pub async fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
         match self {
             Store::Sqlite(s) => s.rooms().await,
+            Store::Postgres(s) => s.rooms().await,
         }
     }
 
@@ -235,6 +258,7 @@ impl Store {
     pub async fn set_topic(&self, room: RoomId, topic: StoredTopic) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.set_topic(room, topic).await,
+            Store::Postgres(s) => s.set_topic(room, topic).await,
         }
     }
 
@@ -242,6 +266,7 @@ impl Store {
     pub async fn direct_conversation(&self, name: RoomName, a: UserName, b: UserName) -> Result<RoomId, StoreError> {
         match self {
             Store::Sqlite(s) => s.direct_conversation(name, a, b).await,
+            Store::Postgres(s) => s.direct_conversation(name, a, b).await,
         }
     }
 
@@ -249,6 +274,7 @@ impl Store {
     pub async fn directs_of(&self, user: UserName) -> Result<Vec<(RoomId, UserName)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.directs_of(user).await,
+            Store::Postgres(s) => s.directs_of(user).await,
         }
     }
 
@@ -256,6 +282,7 @@ impl Store {
     pub async fn messages(&self, room: RoomId, range: Range) -> Result<Vec<StoredMessage>, StoreError> {
         match self {
             Store::Sqlite(s) => s.messages(room, range).await,
+            Store::Postgres(s) => s.messages(room, range).await,
         }
     }
 
@@ -270,6 +297,7 @@ impl Store {
     ) -> Result<Vec<(RoomId, Millis)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.latest_times(rooms, after, before, limit).await,
+            Store::Postgres(s) => s.latest_times(rooms, after, before, limit).await,
         }
     }
 
@@ -282,6 +310,7 @@ impl Store {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         match self {
             Store::Sqlite(s) => s.history(room, before, limit).await,
+            Store::Postgres(s) => s.history(room, before, limit).await,
         }
     }
 
@@ -289,6 +318,7 @@ impl Store {
     pub async fn probe(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.probe().await,
+            Store::Postgres(s) => s.probe().await,
         }
     }
 
@@ -296,6 +326,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 }

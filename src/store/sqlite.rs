@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use chatd_proto::names::{RoomName, UserName};
 
+use super::batch::{self, take_probes, Outcome, Reply, WriteOp};
 use super::{
     AuditEntry, Change, Committed, MessageRecord, Millis, Position, Range, RoomId, StoreError, StoredAccount,
     StoredMessage, StoredRoom, StoredTopic,
@@ -91,51 +92,6 @@ CREATE TABLE audit (
 );
 ";
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-enum WriteOp {
-    Append {
-        message: Arc<dyn MessageRecord>,
-        room: RoomId,
-        ack: Reply<()>,
-    },
-    CreateAccount {
-        name: UserName,
-        hash: String,
-        ack: Reply<bool>,
-    },
-    UpsertBotAccount {
-        name: UserName,
-        hash: String,
-        ack: Reply<()>,
-    },
-    CreateRoom {
-        name: RoomName,
-        ack: Reply<RoomId>,
-    },
-    CreateDirect {
-        name: RoomName,
-        a: UserName,
-        b: UserName,
-        ack: Reply<RoomId>,
-    },
-    SetTopic {
-        room: RoomId,
-        topic: StoredTopic,
-        ack: Reply<()>,
-    },
-    /// Moderation writes, in one transaction; answers the rows the first one changed.
-    Changes {
-        changes: Vec<Change>,
-        ack: Reply<u64>,
-    },
-    /// The health check: can the store write? Run on its own, never inside a group commit.
-    Probe {
-        ack: Reply<()>,
-    },
-    Shutdown,
-}
-
 /// The SQLite store: a writer thread and a reader connection.
 pub struct Sqlite {
     writer: mpsc::Sender<WriteOp>,
@@ -152,7 +108,13 @@ impl Sqlite {
         create_private(path)?;
         let writer_conn = open_checked(path, options)?;
         let reader = open_checked(path, options)?;
-        let max_id: i64 = reader.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| r.get(0))?;
+        // A tombstoned id (a message deleted before its commit) counts too: handed out again, its
+        // new message would be skipped by the tombstone after being acknowledged.
+        let max_id: i64 = reader.query_row(
+            "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM messages), (SELECT COALESCE(MAX(id), 0) FROM deleted_messages))",
+            [],
+            |r| r.get(0),
+        )?;
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let thread = std::thread::Builder::new()
             .name("chatd-store".into())
@@ -515,21 +477,6 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max_batch:
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
-/// Takes the health probes out of a batch: they run after it, on their own.
-fn take_probes(batch: &mut Vec<WriteOp>) -> Vec<Reply<()>> {
-    if !batch.iter().any(|op| matches!(op, WriteOp::Probe { .. })) {
-        return Vec::new();
-    }
-    let mut probes = Vec::new();
-    for op in std::mem::take(batch) {
-        match op {
-            WriteOp::Probe { ack } => probes.push(ack),
-            op => batch.push(op),
-        }
-    }
-    probes
-}
-
 /// Whether the database takes a write now, without changing it: takes the write lock (waiting
 /// up to the busy timeout, as a commit would), inserts a row of 8 KiB (new pages, as a message
 /// would need on a full disk or at storage.max_pages) and rolls it back.
@@ -550,14 +497,6 @@ fn probe(conn: &mut Connection) -> Result<(), StoreError> {
     result
 }
 
-/// What one operation produced, once the commit stands.
-enum Outcome {
-    Unit,
-    Count(u64),
-    Created(bool),
-    RoomId(i64),
-}
-
 /// Applies a batch in one transaction and answers every operation after the commit. All or
 /// nothing: when any operation or the commit fails (disk full, database locked, I/O error), the
 /// transaction is rolled back and every operation in the batch gets the error, so an error reply
@@ -575,41 +514,11 @@ fn commit(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
         Err(e) => {
             crate::metrics::metrics().storage_errors.inc();
             tracing::error!(error = %e, ops = batch.len(), "storage commit failed; nothing in the batch was stored");
-            for op in batch.drain(..) {
-                match op {
-                    WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. } => {
-                        drop(ack.send(Err(e.clone())))
-                    }
-                    WriteOp::CreateAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
-                    WriteOp::CreateRoom { ack, .. } | WriteOp::CreateDirect { ack, .. } => {
-                        drop(ack.send(Err(e.clone())))
-                    }
-                    WriteOp::SetTopic { ack, .. } | WriteOp::Probe { ack } => drop(ack.send(Err(e.clone()))),
-                    WriteOp::Changes { ack, .. } => drop(ack.send(Err(e.clone()))),
-                    WriteOp::Shutdown => {}
-                }
-            }
+            batch::fail(batch, &e);
             return;
         }
     };
-    for (op, outcome) in batch.drain(..).zip(outcomes) {
-        match (op, outcome) {
-            (
-                WriteOp::Append { ack, .. }
-                | WriteOp::UpsertBotAccount { ack, .. }
-                | WriteOp::SetTopic { ack, .. }
-                | WriteOp::Probe { ack },
-                Outcome::Unit,
-            ) => drop(ack.send(Ok(()))),
-            (WriteOp::CreateAccount { ack, .. }, Outcome::Created(created)) => drop(ack.send(Ok(created))),
-            (WriteOp::CreateRoom { ack, .. } | WriteOp::CreateDirect { ack, .. }, Outcome::RoomId(id)) => {
-                drop(ack.send(Ok(id)))
-            }
-            (WriteOp::Changes { ack, .. }, Outcome::Count(n)) => drop(ack.send(Ok(n))),
-            (WriteOp::Shutdown, _) => {}
-            _ => unreachable!("apply answers each operation with its own kind of outcome"),
-        }
-    }
+    batch::answer(batch, outcomes);
 }
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<Outcome, StoreError> {
@@ -849,6 +758,10 @@ mod tests {
         let range = Range { after: None, before: None, limit: 10, newest_first: false };
         let texts: Vec<String> = store.messages(room, range).await.unwrap().into_iter().map(|m| m.text).collect();
         assert_eq!(texts, ["kept"]);
+        // Its id is not handed out again after a restart (a new message under it would be skipped).
+        store.close().await;
+        let again = Sqlite::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
+        assert!(again.next_message_id() > deleted);
     }
 
     /// A version-2 database (as chatd wrote it before guests) is upgraded in place to version 3:

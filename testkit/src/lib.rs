@@ -6,6 +6,7 @@
 //! (and `chatd-bot`, `chat`, `chatd-bench`) are there when the tests need them.
 
 pub mod irc_clients;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
