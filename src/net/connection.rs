@@ -75,7 +75,10 @@ impl Connection {
                     if line.last() == Some(&b'\r') {
                         line.truncate(i - 1);
                     }
-                    if self.buf.is_empty() && self.buf.capacity() > 4 * self.max_line {
+                    if self.buf.is_empty() {
+                        // Nothing pending: give the buffer back (the line just taken shares it, and
+                        // would keep it alive for as long as the connection then sits idle); the
+                        // next read takes a new one.
                         self.buf = BytesMut::new();
                     }
                     Some(Frame::Line(line))
