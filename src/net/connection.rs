@@ -4,10 +4,14 @@
 //! batch. One task owns a connection and never reads and writes at once, so the stream is not
 //! split (a split stream takes a lock on every read and write).
 
+use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
@@ -42,11 +46,16 @@ impl Connection {
             if let Some(frame) = self.parse_frame() {
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < 256 {
-                // Small: an idle connection holds this buffer while it waits.
-                self.buf.reserve(512);
-            }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            // Read into a chunk on the stack of one poll and keep only what came: a buffer reserved
+            // before waiting would be held by every idle connection for its idle hours.
+            let read = poll_fn(|cx| {
+                let mut chunk = [MaybeUninit::<u8>::uninit(); 1024];
+                let mut chunk = ReadBuf::uninit(&mut chunk);
+                ready!(Pin::new(&mut self.stream).poll_read(cx, &mut chunk))?;
+                self.buf.extend_from_slice(chunk.filled());
+                Poll::Ready(io::Result::Ok(chunk.filled().len()))
+            });
+            if read.await? == 0 {
                 return Ok(None);
             }
         }
@@ -76,9 +85,8 @@ impl Connection {
                         line.truncate(i - 1);
                     }
                     if self.buf.is_empty() {
-                        // Nothing pending: give the buffer back (the line just taken shares it, and
-                        // would keep it alive for as long as the connection then sits idle); the
-                        // next read takes a new one.
+                        // Nothing pending: let the buffer go with the line just taken (which shares
+                        // it) rather than keep it for as long as the connection then sits idle.
                         self.buf = BytesMut::new();
                     }
                     Some(Frame::Line(line))
