@@ -5,14 +5,17 @@
 //! rendering differ between front ends, and those are the `Protocol`'s.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::pin;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::chat::client::{Client, Settled};
 use crate::chat::model::{ConnId, Event};
@@ -98,7 +101,9 @@ pub async fn serve<P: Protocol>(
     tracing::debug!(conn = id, %peer, "connected");
     let guests = &chat.guests;
     let guest_flood = (!flood_exempt).then(|| TokenBucket::new(guests.flood_burst, guests.flood_rate_per_sec));
-    let session = Session {
+    // `run` borrows the session: an async fn keeps an argument taken by value twice (the argument
+    // and its local), and this future is kept for as long as the connection is open.
+    let mut session = Session {
         conn: Connection::new(stream, limits.max_line_bytes),
         client: Client::new(id, peer.ip(), outbox, chat),
         inbox,
@@ -112,6 +117,38 @@ pub async fn serve<P: Protocol>(
     };
     session.run().await;
     tracing::debug!(conn = id, "disconnected");
+}
+
+/// What one of a session's quiet waits brought.
+enum Quiet {
+    Read(std::io::Result<Option<Frame>>),
+    Idle,
+    Shutdown,
+}
+
+/// The waker a session polls its quiet waits with: it notes that one of them may be ready, then
+/// wakes the session's task.
+struct QuietWaker {
+    stirred: AtomicBool,
+    task: Waker,
+}
+
+impl QuietWaker {
+    fn new(task: &Waker) -> (Arc<QuietWaker>, Waker) {
+        let q = Arc::new(QuietWaker { stirred: AtomicBool::new(false), task: task.clone() });
+        (q.clone(), Waker::from(q))
+    }
+}
+
+impl Wake for QuietWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.stirred.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
 }
 
 /// How many messages an event carries to connection `to` (for the delivered count).
@@ -140,7 +177,7 @@ struct Session<P: Protocol> {
 }
 
 impl<P: Protocol> Session<P> {
-    async fn run(mut self) {
+    async fn run(&mut self) {
         let why = self.serve().await;
         let dropped = match why {
             Some(Disconnect::LoginTimeout) => Some(Dropped::LoginTimeout),
@@ -168,8 +205,10 @@ impl<P: Protocol> Session<P> {
     /// The connection's main loop. Returns why the server ends it, if it does.
     ///
     /// It runs once per wake-up, and most wake-ups are one delivery: the waits that rarely end
-    /// (idle timer, shutdown, overflow) are made once and kept across turns, and polled after the
-    /// inbox, so a delivery costs no timer or waiter registration.
+    /// (idle timer, flood timer, shutdown) are made once and kept across turns; reading, the idle
+    /// timer and shutdown are polled only when their own waker says one of them may be ready; and
+    /// a write that completes at once takes no timer. So a delivery polls the inbox, renders and
+    /// writes, and costs no timer or waiter registration.
     async fn serve(&mut self) -> Option<Disconnect> {
         self.protocol.greet(&mut self.conn.out);
         let limits = &self.limits;
@@ -180,27 +219,24 @@ impl<P: Protocol> Session<P> {
         let max_held = limits.flood_max_backlog as usize;
         let mut last_heard = Instant::now();
         let mut ping_sent: Option<Instant> = None;
-        let watch = self.inbox.overflow_watch();
-        let overflowed = watch.overflowed();
-        tokio::pin!(overflowed);
         let shutdown = self.shutdown.signalled();
         tokio::pin!(shutdown);
         // Re-armed only when the deadline comes closer; when it fires early (the peer spoke since),
         // it is moved to the real deadline. Hearing a line therefore costs no timer update.
         let idle = sleep_until(login_deadline.min(last_heard + ping_after));
         tokio::pin!(idle);
+        // Made when flood control first holds a line back, then kept (boxed: most connections
+        // never need it).
+        let mut flood_timer: Option<Pin<Box<Sleep>>> = None;
+        // The quiet waits (reading, the idle timer, shutdown) are polled with a waker of their own
+        // and, once all three are registered, only again when it woke the task: a wake-up for a
+        // delivery then polls the inbox alone.
+        let mut quiet: Option<(Arc<QuietWaker>, Waker)> = None;
+        let mut quiet_armed = false;
         loop {
             if self.conn.has_unwritten() {
-                // A peer that stops reading blocks this write; its queue overflowing, or the write
-                // timeout, ends the wait.
-                tokio::select! {
-                    biased;
-                    r = tokio::time::timeout(write_timeout, self.conn.flush()) => match r {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return None,
-                        Err(_) => return Some(Disconnect::WriteTimeout),
-                    },
-                    _ = &mut overflowed => return Some(Disconnect::SlowReader),
+                if let Err(why) = self.write_out(write_timeout).await {
+                    return why;
                 }
             }
             let mut deadline = match ping_sent {
@@ -212,9 +248,18 @@ impl<P: Protocol> Session<P> {
             }
             if deadline < idle.deadline() {
                 idle.as_mut().reset(deadline);
+                quiet_armed = false;
             }
             let flood_ready = self.next_held_at();
+            match (flood_ready, flood_timer.as_mut()) {
+                (Some(at), Some(timer)) if timer.deadline() != at => timer.as_mut().reset(at),
+                (Some(at), None) => flood_timer = Some(Box::pin(sleep_until(at))),
+                _ => {}
+            }
             let may_read = self.held.len() <= max_held;
+            if !may_read {
+                quiet_armed = false; // reading is not registered: poll the others every time
+            }
             let owes = self.client.owes();
             tokio::select! {
                 biased;
@@ -248,48 +293,74 @@ impl<P: Protocol> Session<P> {
                         self.protocol.settled(settled, &mut self.conn.out);
                     }
                 }
-                _ = sleep_until(flood_ready.unwrap_or(deadline)), if flood_ready.is_some() => {
+                _ = poll_fn(|cx| flood_timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx))),
+                    if flood_ready.is_some() => {
                     if self.run_held().await == Flow::Close {
                         return None;
                     }
                 }
-                frame = self.conn.read_frame(), if may_read => {
-                    let frame = match frame {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) | Err(_) => return None,
-                    };
-                    last_heard = Instant::now();
-                    ping_sent = None;
-                    self.held.push_back(frame);
-                    if self.held.len() > max_held {
-                        return Some(Disconnect::ExcessFlood);
+                quiet_event = poll_fn(|cx| {
+                    let (q, waker) = quiet.get_or_insert_with(|| QuietWaker::new(cx.waker()));
+                    // Checked on every poll, not as the branch's precondition: that is fixed for
+                    // the whole wait, and the wake-up that matters comes during it.
+                    if quiet_armed && !q.stirred.swap(false, Ordering::AcqRel) {
+                        return Poll::Pending;
                     }
-                    if self.run_held().await == Flow::Close {
-                        return None;
+                    let mut cx = Context::from_waker(waker);
+                    if may_read {
+                        if let Poll::Ready(frame) = pin!(self.conn.read_frame()).poll(&mut cx) {
+                            return Poll::Ready(Quiet::Read(frame));
+                        }
                     }
-                    if !self.held.is_empty() {
-                        // The line just read waits behind flood control.
-                        metrics().flood_delays.inc();
+                    if idle.as_mut().poll(&mut cx).is_ready() {
+                        return Poll::Ready(Quiet::Idle);
+                    }
+                    if shutdown.as_mut().poll(&mut cx).is_ready() {
+                        return Poll::Ready(Quiet::Shutdown);
+                    }
+                    quiet_armed = may_read;
+                    Poll::Pending
+                }) => {
+                    quiet_armed = false;
+                    match quiet_event {
+                        Quiet::Read(frame) => {
+                            let frame = match frame {
+                                Ok(Some(frame)) => frame,
+                                Ok(None) | Err(_) => return None,
+                            };
+                            last_heard = Instant::now();
+                            ping_sent = None;
+                            self.held.push_back(frame);
+                            if self.held.len() > max_held {
+                                return Some(Disconnect::ExcessFlood);
+                            }
+                            if self.run_held().await == Flow::Close {
+                                return None;
+                            }
+                            if !self.held.is_empty() {
+                                // The line just read waits behind flood control.
+                                metrics().flood_delays.inc();
+                            }
+                        }
+                        Quiet::Idle => {
+                            let now = Instant::now();
+                            if now < deadline {
+                                idle.as_mut().reset(deadline);
+                                continue;
+                            }
+                            if !self.client.is_logged_in() && now >= login_deadline {
+                                return Some(Disconnect::LoginTimeout);
+                            }
+                            if ping_sent.is_some() {
+                                return Some(Disconnect::PingTimeout);
+                            }
+                            self.protocol.ping(&self.client.conn().to_string(), &mut self.conn.out);
+                            ping_sent = Some(now);
+                            idle.as_mut().reset(now + ping_timeout);
+                        }
+                        Quiet::Shutdown => return Some(Disconnect::Shutdown),
                     }
                 }
-                _ = &mut idle => {
-                    let now = Instant::now();
-                    if now < deadline {
-                        idle.as_mut().reset(deadline);
-                        continue;
-                    }
-                    if !self.client.is_logged_in() && now >= login_deadline {
-                        return Some(Disconnect::LoginTimeout);
-                    }
-                    if ping_sent.is_some() {
-                        return Some(Disconnect::PingTimeout);
-                    }
-                    self.protocol.ping(&self.client.conn().to_string(), &mut self.conn.out);
-                    ping_sent = Some(now);
-                    idle.as_mut().reset(now + ping_timeout);
-                }
-                _ = &mut overflowed => return Some(Disconnect::SlowReader),
-                _ = &mut shutdown => return Some(Disconnect::Shutdown),
             }
         }
     }
@@ -302,6 +373,31 @@ impl<P: Protocol> Session<P> {
         *delivered += messages_in(event, to);
         self.protocol.event(event, to, &mut self.conn.out);
         matches!(event, Event::Close(_))
+    }
+
+    /// Writes what was collected. Most writes complete at once (the socket has room) and cost no
+    /// timer; one that blocks (a peer that stops reading) waits until it completes, the write
+    /// timeout passes, or the connection's queue overflows meanwhile. `Err(None)`: the
+    /// connection broke.
+    async fn write_out(&mut self, write_timeout: Duration) -> Result<(), Option<Disconnect>> {
+        let mut flush = std::pin::pin!(self.conn.flush());
+        if let Poll::Ready(r) = poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await {
+            return r.map_err(|_| None);
+        }
+        let watch = self.inbox.overflow_watch();
+        // Boxed: the waits are large, and rare; the idle connection's task keeps no room for them.
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout(write_timeout, flush) => match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(None),
+                    Err(_) => Err(Some(Disconnect::WriteTimeout)),
+                },
+                _ = watch.overflowed() => Err(Some(Disconnect::SlowReader)),
+            }
+        })
+        .await
     }
 
     /// The flood bucket that applies now: the guests' for a guest, none for a bot, the

@@ -710,21 +710,23 @@ impl<T> Client<T> {
 /// went away before answering). A message the store could not keep is taken back from its room's
 /// cache.
 async fn settle<T>(owed: Owed<T>, committed: Option<Result<(), StoreError>>) -> Settled<T> {
+    match committed {
+        Some(Ok(())) => Settled { tag: owed.tag, message: owed.message, result: Ok(()) },
+        // Boxed: rare (the store failed), and large; it would make every session's wait bigger.
+        failed => Box::pin(not_stored(owed, failed)).await,
+    }
+}
+
+async fn not_stored<T>(owed: Owed<T>, failed: Option<Result<(), StoreError>>) -> Settled<T> {
     let Owed { tag, room, message, .. } = owed;
-    let result = match committed {
-        Some(Ok(())) => Ok(()),
-        failed => {
-            if let Some(room) = room {
-                room.retract(message.msg.id).await;
-            }
-            let why = match failed {
-                Some(Err(e)) => e,
-                _ => StoreError::Closed,
-            };
-            Err(ChatError::Unavailable(Unavailable::Store(why)))
-        }
+    if let Some(room) = room {
+        room.retract(message.msg.id).await;
+    }
+    let why = match failed {
+        Some(Err(e)) => e,
+        _ => StoreError::Closed,
     };
-    Settled { tag, message, result }
+    Settled { tag, message, result: Err(ChatError::Unavailable(Unavailable::Store(why))) }
 }
 
 #[cfg(test)]

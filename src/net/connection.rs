@@ -9,11 +9,15 @@
 //! WebSocket specification) and the line limit is the message size limit. The front ends see the
 //! same lines either way.
 
+use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -74,12 +78,18 @@ impl Connection {
             if let Some(frame) = self.parse_frame() {
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < 256 {
-                // Small: an idle connection holds this buffer while it waits.
-                self.buf.reserve(512);
-            }
             let Transport::Stream(stream) = &mut self.transport else { return Ok(None) };
-            if stream.read_buf(&mut self.buf).await? == 0 {
+            // Read into a chunk on the stack of one poll and keep only what came: a buffer reserved
+            // before waiting would be held by every idle connection for its idle hours.
+            let buf = &mut self.buf;
+            let read = poll_fn(|cx| {
+                let mut chunk = [MaybeUninit::<u8>::uninit(); 1024];
+                let mut chunk = ReadBuf::uninit(&mut chunk);
+                ready!(Pin::new(&mut *stream).poll_read(cx, &mut chunk))?;
+                buf.extend_from_slice(chunk.filled());
+                Poll::Ready(io::Result::Ok(chunk.filled().len()))
+            });
+            if read.await? == 0 {
                 return Ok(None);
             }
         }
@@ -108,7 +118,9 @@ impl Connection {
                     if line.last() == Some(&b'\r') {
                         line.truncate(i - 1);
                     }
-                    if self.buf.is_empty() && self.buf.capacity() > 4 * self.max_line {
+                    if self.buf.is_empty() {
+                        // Nothing pending: let the buffer go with the line just taken (which shares
+                        // it) rather than keep it for as long as the connection then sits idle.
                         self.buf = BytesMut::new();
                     }
                     Some(Frame::Line(line))
