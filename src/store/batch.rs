@@ -1,16 +1,81 @@
-//! What both backends' writers share: the write operations the core queues, what each produced,
-//! and how a group commit answers them (every operation after the commit, or every one with the
-//! error: all or nothing).
+//! What both backends' writers share: the queue into the writer and the write operations the core
+//! puts on it, what each produced, and how a group commit answers them (every operation after the
+//! commit, or every one with the error: all or nothing).
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use chatd_proto::names::{RoomName, UserName};
 
-use super::{Change, MessageRecord, RoomId, StoreError, StoredTopic};
+use super::{Change, Committed, MessageRecord, RoomId, StoreError, StoredTopic};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// The queue into a backend's writer (SQLite's thread, PostgreSQL's task): every write goes through
+/// it, the same way for both.
+pub(super) struct WriteQueue(mpsc::Sender<WriteOp>);
+
+impl WriteQueue {
+    pub(super) fn new(writer: mpsc::Sender<WriteOp>) -> WriteQueue {
+        WriteQueue(writer)
+    }
+
+    async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(op(tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(super) async fn append(&self, room: RoomId, message: Arc<dyn MessageRecord>) -> Committed {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(WriteOp::Append { ack, .. })) =
+            self.0.send(WriteOp::Append { message, room, ack }).await
+        {
+            let _ = ack.send(Err(StoreError::Closed));
+        }
+        rx
+    }
+
+    /// Whether the store can write now: a write round trip through the writer.
+    pub(super) async fn probe(&self) -> Result<(), StoreError> {
+        self.write(|ack| WriteOp::Probe { ack }).await
+    }
+
+    pub(super) async fn create_account(&self, name: UserName, hash: String) -> Result<bool, StoreError> {
+        self.write(|ack| WriteOp::CreateAccount { name, hash, ack }).await
+    }
+
+    pub(super) async fn upsert_bot_account(&self, name: UserName, hash: String) -> Result<(), StoreError> {
+        self.write(|ack| WriteOp::UpsertBotAccount { name, hash, ack }).await
+    }
+
+    pub(super) async fn create_room(&self, name: RoomName) -> Result<RoomId, StoreError> {
+        self.write(|ack| WriteOp::CreateRoom { name, ack }).await
+    }
+
+    pub(super) async fn change(&self, changes: Vec<Change>) -> Result<u64, StoreError> {
+        self.write(|ack| WriteOp::Changes { changes, ack }).await
+    }
+
+    pub(super) async fn set_topic(&self, room: RoomId, topic: StoredTopic) -> Result<(), StoreError> {
+        self.write(|ack| WriteOp::SetTopic { room, topic, ack }).await
+    }
+
+    pub(super) async fn direct_conversation(
+        &self,
+        name: RoomName,
+        a: UserName,
+        b: UserName,
+    ) -> Result<RoomId, StoreError> {
+        self.write(|ack| WriteOp::CreateDirect { name, a, b, ack }).await
+    }
+
+    /// Asks the writer to commit what is queued and stop.
+    pub(super) async fn shutdown(&self) {
+        let _ = self.0.send(WriteOp::Shutdown).await;
+    }
+}
 
 pub(super) enum WriteOp {
     Append {

@@ -182,34 +182,22 @@ impl Store {
 
     /// Queues a message for the next group commit; waits only while the commit queue is full.
     pub async fn append(&self, room: RoomId, message: Arc<dyn MessageRecord>) -> Committed {
-        match self {
-            Store::Sqlite(s) => s.append(room, message).await,
-            Store::Postgres(s) => s.append(room, message).await,
-        }
+        self.queue().append(room, message).await
     }
 
     /// Creates an account; `false` when the name is taken.
     pub async fn create_account(&self, name: UserName, hash: String) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.create_account(name, hash).await,
-            Store::Postgres(s) => s.create_account(name, hash).await,
-        }
+        self.queue().create_account(name, hash).await
     }
 
     /// Creates or re-keys a bot account.
     pub async fn upsert_bot_account(&self, name: UserName, hash: String) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.upsert_bot_account(name, hash).await,
-            Store::Postgres(s) => s.upsert_bot_account(name, hash).await,
-        }
+        self.queue().upsert_bot_account(name, hash).await
     }
 
     /// Creates the room if it does not exist; returns its id either way.
     pub async fn create_room(&self, name: RoomName) -> Result<RoomId, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.create_room(name).await,
-            Store::Postgres(s) => s.create_room(name).await,
-        }
+        self.queue().create_room(name).await
     }
 
     /// The password hash of an account, if it exists.
@@ -224,10 +212,7 @@ impl Store {
     /// together); returns how many rows the first one changed. When that is 0 (nothing to
     /// change), the others are not applied.
     pub async fn change(&self, changes: Vec<Change>) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.change(changes).await,
-            Store::Postgres(s) => s.change(changes).await,
-        }
+        self.queue().change(changes).await
     }
 
     /// An account's password hash and whether it is disabled.
@@ -256,18 +241,12 @@ impl Store {
 
     /// Sets a room's topic.
     pub async fn set_topic(&self, room: RoomId, topic: StoredTopic) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.set_topic(room, topic).await,
-            Store::Postgres(s) => s.set_topic(room, topic).await,
-        }
+        self.queue().set_topic(room, topic).await
     }
 
     /// The conversation of users `a` and `b` (named `name`), created if new; its id either way.
     pub async fn direct_conversation(&self, name: RoomName, a: UserName, b: UserName) -> Result<RoomId, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.direct_conversation(name, a, b).await,
-            Store::Postgres(s) => s.direct_conversation(name, a, b).await,
-        }
+        self.queue().direct_conversation(name, a, b).await
     }
 
     /// The conversations `user` has with other users, as (id, the other user).
@@ -316,9 +295,14 @@ impl Store {
 
     /// Whether the store can write now (the health check): a write round trip that changes nothing.
     pub async fn probe(&self) -> Result<(), StoreError> {
+        self.queue().probe().await
+    }
+
+    /// The queue into the backend's writer, which every write goes through.
+    fn queue(&self) -> &batch::WriteQueue {
         match self {
-            Store::Sqlite(s) => s.probe().await,
-            Store::Postgres(s) => s.probe().await,
+            Store::Sqlite(s) => &s.queue,
+            Store::Postgres(s) => &s.queue,
         }
     }
 

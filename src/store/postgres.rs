@@ -18,20 +18,20 @@
 //! Nothing here runs blocking code: tokio-postgres is asynchronous.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use chatd_proto::names::{RoomName, UserName};
 
-use super::batch::{self, take_probes, Outcome, Reply, WriteOp};
+use super::batch::{self, take_probes, Outcome, WriteOp, WriteQueue};
 use super::{
-    AuditEntry, Change, Committed, MessageRecord, Millis, Position, Range, RoomId, StoreError, StoredAccount,
-    StoredMessage, StoredRoom, StoredTopic,
+    AuditEntry, Change, Millis, Position, Range, RoomId, StoreError, StoredAccount, StoredMessage, StoredRoom,
+    StoredTopic,
 };
 use crate::config::StorageSection;
 
@@ -154,7 +154,7 @@ fn pool(options: &StorageSection) -> Result<(Pool, String), StoreError> {
 
 /// The PostgreSQL store: a writer task and a pool of readers.
 pub struct Postgres {
-    writer: mpsc::Sender<WriteOp>,
+    pub(super) queue: WriteQueue,
     pool: Pool,
     next_id: AtomicU64,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -173,57 +173,18 @@ impl Postgres {
         tracing::info!(store = %target, next_id = high + 1, "PostgreSQL store open");
         let (tx, rx) = mpsc::channel(options.max_batch * 4);
         let task = tokio::spawn(writer_loop(writer, rx, options.max_batch));
-        Ok(Postgres { writer: tx, pool, next_id: AtomicU64::new(high + 1), task: Mutex::new(Some(task)) })
+        Ok(Postgres {
+            queue: WriteQueue::new(tx),
+            pool,
+            next_id: AtomicU64::new(high + 1),
+            task: Mutex::new(Some(task)),
+        })
     }
 
     /// A fresh message id: this process holds the database's lock, so an atomic seeded with the
     /// highest id ever stored is enough (see the module comment for several nodes).
     pub fn next_message_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer.send(op(tx)).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    pub async fn append(&self, room: RoomId, message: Arc<dyn MessageRecord>) -> Committed {
-        let (ack, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(WriteOp::Append { ack, .. })) =
-            self.writer.send(WriteOp::Append { message, room, ack }).await
-        {
-            let _ = ack.send(Err(StoreError::Closed));
-        }
-        rx
-    }
-
-    pub async fn probe(&self) -> Result<(), StoreError> {
-        self.write(|ack| WriteOp::Probe { ack }).await
-    }
-
-    pub async fn create_account(&self, name: UserName, hash: String) -> Result<bool, StoreError> {
-        self.write(|ack| WriteOp::CreateAccount { name, hash, ack }).await
-    }
-
-    pub async fn upsert_bot_account(&self, name: UserName, hash: String) -> Result<(), StoreError> {
-        self.write(|ack| WriteOp::UpsertBotAccount { name, hash, ack }).await
-    }
-
-    pub async fn create_room(&self, name: RoomName) -> Result<RoomId, StoreError> {
-        self.write(|ack| WriteOp::CreateRoom { name, ack }).await
-    }
-
-    pub async fn change(&self, changes: Vec<Change>) -> Result<u64, StoreError> {
-        self.write(|ack| WriteOp::Changes { changes, ack }).await
-    }
-
-    pub async fn set_topic(&self, room: RoomId, topic: StoredTopic) -> Result<(), StoreError> {
-        self.write(|ack| WriteOp::SetTopic { room, topic, ack }).await
-    }
-
-    pub async fn direct_conversation(&self, name: RoomName, a: UserName, b: UserName) -> Result<RoomId, StoreError> {
-        self.write(|ack| WriteOp::CreateDirect { name, a, b, ack }).await
     }
 
     /// Runs a read on a pooled connection with a cached statement; counts a failure.
@@ -381,7 +342,7 @@ impl Postgres {
     }
 
     pub async fn close(&self) {
-        let _ = self.writer.send(WriteOp::Shutdown).await;
+        self.queue.shutdown().await;
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
@@ -770,7 +731,12 @@ async fn run(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use tokio::sync::oneshot;
+
     use crate::config::Backend;
+    use crate::store::MessageRecord;
     use testkit::postgres::PgServer;
 
     struct Record(u64, &'static str);
@@ -807,12 +773,12 @@ mod tests {
     async fn a_message_deleted_before_its_commit_is_never_stored_nor_its_id_reused() {
         let pg = PgServer::start();
         let store = Postgres::open(&options(&pg, "postgres")).await.unwrap();
-        let room = store.create_room(RoomName::parse("general").unwrap()).await.unwrap();
+        let room = store.queue.create_room(RoomName::parse("general").unwrap()).await.unwrap();
         let (kept, deleted) = (store.next_message_id(), store.next_message_id());
-        let gone = store.change(vec![Change::DeleteMessage { room, id: deleted, before_commit: true }]).await;
+        let gone = store.queue.change(vec![Change::DeleteMessage { room, id: deleted, before_commit: true }]).await;
         assert_eq!(gone.unwrap(), 1, "the tombstone counts as the change");
         for (id, text) in [(kept, "kept"), (deleted, "deleted")] {
-            store.append(room, Arc::new(Record(id, text))).await.await.unwrap().unwrap();
+            store.queue.append(room, Arc::new(Record(id, text))).await.await.unwrap().unwrap();
         }
         let texts: Vec<String> =
             store.messages(room, everything()).await.unwrap().into_iter().map(|m| m.text).collect();

@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use chatd_proto::names::{RoomName, UserName};
 
-use super::batch::{self, take_probes, Outcome, Reply, WriteOp};
+use super::batch::{self, take_probes, Outcome, WriteOp, WriteQueue};
 use super::{
-    AuditEntry, Change, Committed, MessageRecord, Millis, Position, Range, RoomId, StoreError, StoredAccount,
-    StoredMessage, StoredRoom, StoredTopic,
+    AuditEntry, Change, Millis, Position, Range, RoomId, StoreError, StoredAccount, StoredMessage, StoredRoom,
+    StoredTopic,
 };
 use crate::config::StorageSection;
 
@@ -94,7 +94,7 @@ CREATE TABLE audit (
 
 /// The SQLite store: a writer thread and a reader connection.
 pub struct Sqlite {
-    writer: mpsc::Sender<WriteOp>,
+    pub(super) queue: WriteQueue,
     reader: Arc<Mutex<Connection>>,
     next_id: AtomicU64,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -121,7 +121,7 @@ impl Sqlite {
             .spawn(move || writer_loop(writer_conn, rx, max_batch))
             .map_err(|e| StoreError::Sqlite(e.to_string()))?;
         Ok(Sqlite {
-            writer: tx,
+            queue: WriteQueue::new(tx),
             reader: Arc::new(Mutex::new(reader)),
             next_id: AtomicU64::new(max_id as u64 + 1),
             thread: Mutex::new(Some(thread)),
@@ -132,43 +132,6 @@ impl Sqlite {
     /// stored id is enough.
     pub fn next_message_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer.send(op(tx)).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    pub async fn append(&self, room: RoomId, message: Arc<dyn MessageRecord>) -> Committed {
-        let (ack, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(WriteOp::Append { ack, .. })) =
-            self.writer.send(WriteOp::Append { message, room, ack }).await
-        {
-            let _ = ack.send(Err(StoreError::Closed));
-        }
-        rx
-    }
-
-    /// Whether the store can write now: a write round trip through the writer thread (see `probe`).
-    pub async fn probe(&self) -> Result<(), StoreError> {
-        self.write(|ack| WriteOp::Probe { ack }).await
-    }
-
-    pub async fn create_account(&self, name: UserName, hash: String) -> Result<bool, StoreError> {
-        self.write(|ack| WriteOp::CreateAccount { name, hash, ack }).await
-    }
-
-    pub async fn upsert_bot_account(&self, name: UserName, hash: String) -> Result<(), StoreError> {
-        self.write(|ack| WriteOp::UpsertBotAccount { name, hash, ack }).await
-    }
-
-    pub async fn create_room(&self, name: RoomName) -> Result<RoomId, StoreError> {
-        self.write(|ack| WriteOp::CreateRoom { name, ack }).await
-    }
-
-    pub async fn change(&self, changes: Vec<Change>) -> Result<u64, StoreError> {
-        self.write(|ack| WriteOp::Changes { changes, ack }).await
     }
 
     pub async fn account(&self, name: UserName) -> Result<Option<StoredAccount>, StoreError> {
@@ -265,14 +228,6 @@ impl Sqlite {
         .await
     }
 
-    pub async fn set_topic(&self, room: RoomId, topic: StoredTopic) -> Result<(), StoreError> {
-        self.write(|ack| WriteOp::SetTopic { room, topic, ack }).await
-    }
-
-    pub async fn direct_conversation(&self, name: RoomName, a: UserName, b: UserName) -> Result<RoomId, StoreError> {
-        self.write(|ack| WriteOp::CreateDirect { name, a, b, ack }).await
-    }
-
     pub async fn directs_of(&self, user: UserName) -> Result<Vec<(RoomId, UserName)>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -357,7 +312,7 @@ impl Sqlite {
     }
 
     pub async fn close(&self) {
-        let _ = self.writer.send(WriteOp::Shutdown).await;
+        self.queue.shutdown().await;
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -727,6 +682,7 @@ pub fn backup(db: &Path, dest: &Path) -> Result<BackupSummary, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MessageRecord;
 
     struct Record(u64, &'static str);
 
@@ -754,12 +710,12 @@ mod tests {
     async fn a_message_deleted_before_its_commit_is_never_stored() {
         let dir = tempfile::tempdir().unwrap();
         let store = Sqlite::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).unwrap();
-        let room = store.create_room(RoomName::parse("general").unwrap()).await.unwrap();
+        let room = store.queue.create_room(RoomName::parse("general").unwrap()).await.unwrap();
         let (kept, deleted) = (store.next_message_id(), store.next_message_id());
-        let gone = store.change(vec![Change::DeleteMessage { room, id: deleted, before_commit: true }]).await;
+        let gone = store.queue.change(vec![Change::DeleteMessage { room, id: deleted, before_commit: true }]).await;
         assert_eq!(gone.unwrap(), 1, "the tombstone counts as the change");
         for (id, text) in [(kept, "kept"), (deleted, "deleted")] {
-            store.append(room, Arc::new(Record(id, text))).await.await.unwrap().unwrap();
+            store.queue.append(room, Arc::new(Record(id, text))).await.await.unwrap().unwrap();
         }
         let range = Range { after: None, before: None, limit: 10, newest_first: false };
         let texts: Vec<String> = store.messages(room, range).await.unwrap().into_iter().map(|m| m.text).collect();
