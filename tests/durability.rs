@@ -4,11 +4,8 @@
 //! several kills on the same database, so recovery after a crash is itself crashed into.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use chatd_proto::line::ServerLine;
-use testkit::{call, Daemon, PATIENCE};
+use testkit::{call, Daemon};
 
 const KILLS: usize = 4;
 const CLIENTS: usize = 4;
@@ -37,49 +34,6 @@ async fn whole_history(d: &Daemon, room: &str) -> Vec<Stored> {
         .collect()
 }
 
-/// Runs one burst: every client pipelines its lines; the daemon is killed once `kill_after`
-/// acknowledgements have arrived. Returns, per client, the acknowledged (id, text) in order.
-async fn burst_and_kill(d: &mut Daemon, round: usize, kill_after: usize) -> Vec<Vec<(u64, String)>> {
-    let acks = Arc::new(AtomicUsize::new(0));
-    let mut readers = Vec::new();
-    for c in 0..CLIENTS {
-        let conn = d.member(&format!("w{c}"), "dur").await;
-        let (mut reader, mut writer) = conn.split();
-        let lines: String = (0..PER_CLIENT).map(|i| format!("@c{c}m{i} MSG dur r{round} c{c} m{i}\r\n")).collect();
-        // Writes may fail once the daemon is gone; that is the point.
-        tokio::spawn(async move {
-            let _ = writer.send_raw(lines.as_bytes()).await;
-            writer
-        });
-        let acks = acks.clone();
-        readers.push(tokio::spawn(async move {
-            let mut got = Vec::new();
-            while let Ok(Ok(Some(line))) = tokio::time::timeout(PATIENCE, reader.next()).await {
-                if let ServerLine::Reply(r) = line {
-                    assert_eq!((r.code, r.verb.as_str()), (200, "MSG"), "{r:?}");
-                    let i: usize = r.label.as_deref().unwrap().rsplit('m').next().unwrap().parse().unwrap();
-                    got.push((r.fields[1].parse::<u64>().unwrap(), format!("r{round} c{c} m{i}")));
-                    acks.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            got
-        }));
-    }
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while acks.load(Ordering::Relaxed) < kill_after {
-        assert!(tokio::time::Instant::now() < deadline, "no progress before the kill; log:\n{}", d.log());
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-    d.kill9().await;
-    let mut acked = Vec::new();
-    for r in readers {
-        acked.push(r.await.expect("reader task"));
-    }
-    let total: usize = acked.iter().map(Vec::len).sum();
-    assert!(total < CLIENTS * PER_CLIENT, "round {round}: the burst had finished before the kill");
-    acked
-}
-
 /// Posts one connection may have waiting for their commit (the daemon's pipelining bound).
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -88,7 +42,7 @@ async fn every_acknowledged_message_survives_kill_9_mid_burst() {
     let mut d = Daemon::start().await;
     let mut all_acked: Vec<(u64, String, String)> = Vec::new(); // id, sender, text
     for (round, kill_after) in KILL_AFTER.iter().enumerate() {
-        let acked = burst_and_kill(&mut d, round, *kill_after).await;
+        let acked = testkit::burst_and_kill(&mut d, CLIENTS, PER_CLIENT, round, *kill_after).await;
         d.start_again().await;
         let history = whole_history(&d, "dur").await;
 

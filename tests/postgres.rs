@@ -5,8 +5,6 @@
 //! PostgreSQL missing fails these tests (scripts/test.sh installs it); they never skip.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -157,42 +155,7 @@ async fn every_acknowledged_message_survives_kill_9_on_postgres() {
     let mut d = daemon_on(&pg, "durability", "").await;
     let mut all_acked: Vec<(u64, String, String)> = Vec::new();
     for (round, kill_after) in [150usize, 20].into_iter().enumerate() {
-        let acks = Arc::new(AtomicUsize::new(0));
-        let mut readers = Vec::new();
-        for c in 0..CLIENTS {
-            let (mut reader, mut writer) = d.member(&format!("w{c}"), "dur").await.split();
-            let lines: String = (0..PER_CLIENT).map(|i| format!("@c{c}m{i} MSG dur r{round} c{c} m{i}\r\n")).collect();
-            tokio::spawn(async move {
-                let _ = writer.send_raw(lines.as_bytes()).await;
-                writer
-            });
-            let acks = acks.clone();
-            readers.push(tokio::spawn(async move {
-                let mut got = Vec::new();
-                while let Ok(Ok(Some(line))) = tokio::time::timeout(PATIENCE, reader.next()).await {
-                    if let ServerLine::Reply(r) = line {
-                        assert_eq!((r.code, r.verb.as_str()), (200, "MSG"), "{r:?}");
-                        let i: usize = r.label.as_deref().unwrap().rsplit('m').next().unwrap().parse().unwrap();
-                        got.push((r.fields[1].parse::<u64>().unwrap(), format!("r{round} c{c} m{i}")));
-                        acks.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                got
-            }));
-        }
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while acks.load(Ordering::Relaxed) < kill_after {
-            assert!(tokio::time::Instant::now() < deadline, "no progress before the kill; log:\n{}", d.log());
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        d.kill9().await;
-        let mut acked = Vec::new();
-        for r in readers {
-            acked.push(r.await.expect("reader task"));
-        }
-        let total: usize = acked.iter().map(Vec::len).sum();
-        assert!(total < CLIENTS * PER_CLIENT, "round {round}: the burst had finished before the kill");
-
+        let acked = testkit::burst_and_kill(&mut d, CLIENTS, PER_CLIENT, round, kill_after).await;
         d.start_again().await;
         let history = stored(&testkit::whole_history(&d, "dur").await);
         assert!(history.windows(2).all(|w| w[0].0 < w[1].0), "round {round}: history out of order");

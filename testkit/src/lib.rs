@@ -312,6 +312,57 @@ pub async fn next_line(conn: &mut LineConn) -> ServerLine {
         .expect("connection closed")
 }
 
+/// Runs one burst into room `dur`: each of `clients` members (`w0`, `w1`, ...) pipelines
+/// `per_client` labelled posts (`r<round> c<client> m<i>`); the daemon is killed with `kill -9` once
+/// `kill_after` acknowledgements have arrived. Returns, per client, the acknowledged (id, text) in
+/// order. The durability tests of every store backend share it.
+pub async fn burst_and_kill(
+    d: &mut Daemon,
+    clients: usize,
+    per_client: usize,
+    round: usize,
+    kill_after: usize,
+) -> Vec<Vec<(u64, String)>> {
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for c in 0..clients {
+        let conn = d.member(&format!("w{c}"), "dur").await;
+        let (mut reader, mut writer) = conn.split();
+        let lines: String = (0..per_client).map(|i| format!("@c{c}m{i} MSG dur r{round} c{c} m{i}\r\n")).collect();
+        // Writes may fail once the daemon is gone; that is the point.
+        tokio::spawn(async move {
+            let _ = writer.send_raw(lines.as_bytes()).await;
+            writer
+        });
+        let acks = acks.clone();
+        readers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Ok(Ok(Some(line))) = tokio::time::timeout(PATIENCE, reader.next()).await {
+                if let ServerLine::Reply(r) = line {
+                    assert_eq!((r.code, r.verb.as_str()), (200, "MSG"), "{r:?}");
+                    let i: usize = r.label.as_deref().unwrap().rsplit('m').next().unwrap().parse().unwrap();
+                    got.push((r.fields[1].parse::<u64>().unwrap(), format!("r{round} c{c} m{i}")));
+                    acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            got
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while acks.load(std::sync::atomic::Ordering::Relaxed) < kill_after {
+        assert!(tokio::time::Instant::now() < deadline, "no progress before the kill; log:\n{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    d.kill9().await;
+    let mut acked = Vec::new();
+    for r in readers {
+        acked.push(r.await.expect("reader task"));
+    }
+    let total: usize = acked.iter().map(Vec::len).sum();
+    assert!(total < clients * per_client, "round {round}: the burst had finished before the kill");
+    acked
+}
+
 /// Every stored message of `room`, oldest first, as its `130` reply lines: a `checker` member
 /// pages back with `HISTORY BEFORE` until a page comes back empty.
 pub async fn whole_history(d: &Daemon, room: &str) -> Vec<chatd_proto::line::Reply> {
