@@ -10,7 +10,7 @@ use chatd::irc::wire::Message;
 use chatd_proto::line::{Reply, ServerLine};
 use chatd_proto::LineConn;
 use common::irc::Irc;
-use testkit::{call, expect_line, next_line, Daemon, PATIENCE};
+use testkit::{call, code, expect_line, next_line, post, Daemon, PATIENCE};
 
 /// `root` is the admin; guests may join every room.
 const CONFIG: &str = r#"
@@ -35,17 +35,6 @@ async fn event(conn: &mut LineConn, name: &str) -> (Vec<String>, Option<String>)
         ServerLine::Event(e) => (e.fields, e.text),
         _ => unreachable!(),
     }
-}
-
-async fn code(conn: &mut LineConn, line: &str) -> u16 {
-    call(conn, line).await.fin.code
-}
-
-/// Posts and returns the message id from the acknowledgement.
-async fn post(conn: &mut LineConn, room: &str, text: &str) -> u64 {
-    let r = call(conn, &format!("MSG {room} {text}")).await;
-    assert_eq!(r.fin.code, 200, "{:?}", r.fin);
-    r.fin.fields[1].parse().unwrap()
 }
 
 fn ids(lines: &[Reply]) -> Vec<u64> {

@@ -9,9 +9,8 @@ use std::collections::{HashMap, HashSet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use chatd_proto::line::{Reply, ServerLine};
-use chatd_proto::LineConn;
 use testkit::postgres::PgServer;
-use testkit::{call, expect_line, Daemon, PATIENCE};
+use testkit::{call, code, expect_line, post, Daemon, PATIENCE};
 
 /// A daemon on `pg`'s database `db` (created here), with `extra` TOML merged in. `extra` follows
 /// the `[storage]` keys: lines before its first table header are more `[storage]` keys.
@@ -19,17 +18,6 @@ async fn daemon_on(pg: &PgServer, db: &str, extra: &str) -> Daemon {
     pg.create_database(db);
     Daemon::start_with(&format!("[storage]\nbackend = \"postgres\"\npostgres_url = \"{}\"\n{extra}", pg.url_for(db)))
         .await
-}
-
-async fn code(conn: &mut LineConn, line: &str) -> u16 {
-    call(conn, line).await.fin.code
-}
-
-/// Posts and returns the message id from the acknowledgement.
-async fn post(conn: &mut LineConn, room: &str, text: &str) -> u64 {
-    let r = call(conn, &format!("MSG {room} {text}")).await;
-    assert_eq!(r.fin.code, 200, "{:?}", r.fin);
-    r.fin.fields[1].parse().unwrap()
 }
 
 /// The (id, sender, text) of `130` lines.

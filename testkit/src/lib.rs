@@ -312,6 +312,18 @@ pub async fn next_line(conn: &mut LineConn) -> ServerLine {
         .expect("connection closed")
 }
 
+/// The code of the final reply to `line`.
+pub async fn code(conn: &mut LineConn, line: &str) -> u16 {
+    call(conn, line).await.fin.code
+}
+
+/// Posts `text` to `room`, checks it was acknowledged, and returns its message id.
+pub async fn post(conn: &mut LineConn, room: &str, text: &str) -> u64 {
+    let r = call(conn, &format!("MSG {room} {text}")).await;
+    assert_eq!(r.fin.code, 200, "{:?}", r.fin);
+    r.fin.fields[1].parse().unwrap()
+}
+
 /// Runs one burst into room `dur`: each of `clients` members (`w0`, `w1`, ...) pipelines
 /// `per_client` labelled posts (`r<round> c<client> m<i>`); the daemon is killed with `kill -9` once
 /// `kill_after` acknowledgements have arrived. Returns, per client, the acknowledged (id, text) in
