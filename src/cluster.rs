@@ -37,6 +37,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// A node not heard of for this long is taken for gone (its bots no longer count).
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Committed messages of one conversation, each with the id of the one before it.
+type Linked = Vec<(Arc<Posted>, u64)>;
+
 /// This node's link to the others.
 pub struct Cluster {
     node: String,
@@ -71,18 +74,64 @@ struct Posts {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum WireEvent {
-    Joined { room: String, user: String, guest: bool },
-    Parted { room: String, user: String, guest: bool },
-    Topic { room: String, text: String, set_by: String, time: i64 },
-    Kicked { room: String, user: String, by: String, reason: String },
-    Deleted { room: String, id: u64, by: String },
-    RoomCreated { room: String },
-    RoomDeleted { room: String, by: String, reason: String },
-    Roles { room: String, user: String, by: String, role: String },
-    Command { room: String, time: i64, sender: String, text: String, guest: bool },
+    Joined {
+        room: String,
+        user: String,
+        guest: bool,
+    },
+    Parted {
+        room: String,
+        user: String,
+        guest: bool,
+    },
+    Topic {
+        room: String,
+        text: String,
+        set_by: String,
+        time: i64,
+    },
+    Kicked {
+        room: String,
+        user: String,
+        by: String,
+        reason: String,
+    },
+    Deleted {
+        room: String,
+        id: u64,
+        by: String,
+    },
+    RoomCreated {
+        room: String,
+    },
+    RoomDeleted {
+        room: String,
+        by: String,
+        reason: String,
+    },
+    Roles {
+        room: String,
+        user: String,
+        by: String,
+        role: String,
+    },
+    Command {
+        room: String,
+        time: i64,
+        sender: String,
+        text: String,
+        guest: bool,
+    },
     /// Every connection of `user` is closed (account disabled, KILL).
-    Close { user: String, from: String, text: String },
-    Notice { from: String, text: String },
+    Close {
+        user: String,
+        from: String,
+        text: String,
+    },
+    Notice {
+        from: String,
+        text: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -129,12 +178,16 @@ impl Cluster {
 
     /// Tells the other nodes that every connection of `user` is being closed.
     pub fn publish_close(&self, user: &UserName, notice: &Notice) {
-        let event = WireEvent::Close { user: user.to_string(), from: notice.from.to_string(), text: notice.text.clone() };
+        let event =
+            WireEvent::Close { user: user.to_string(), from: notice.from.to_string(), text: notice.text.clone() };
         self.send(EVENTS, &Envelope { node: self.node.clone(), event });
     }
 
     pub fn publish_room_created(&self, room: &RoomName) {
-        self.send(EVENTS, &Envelope { node: self.node.clone(), event: WireEvent::RoomCreated { room: room.to_string() } });
+        self.send(
+            EVENTS,
+            &Envelope { node: self.node.clone(), event: WireEvent::RoomCreated { room: room.to_string() } },
+        );
     }
 
     fn send(&self, subject: &'static str, value: &impl Serialize) {
@@ -164,7 +217,7 @@ pub fn spawn(chat: Arc<Chat>, cluster: Arc<Cluster>, committed: mpsc::Receiver<V
 /// What this node committed: to its own members at once, then to the other nodes.
 async fn committed_loop(chat: Arc<Chat>, cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Vec<Sequenced>>) {
     while let Some(batch) = rx.recv().await {
-        let mut by_room: Vec<(RoomId, RoomName, Vec<(Arc<Posted>, u64)>)> = Vec::new();
+        let mut by_room: Vec<(RoomId, RoomName, Linked)> = Vec::new();
         for s in batch {
             let Ok(provisional) = s.message.into_any().downcast::<Posted>() else { continue };
             let posted = Posted::new(Message { id: s.id, ..provisional.msg.clone() }, provisional.from);

@@ -443,7 +443,8 @@ impl<T> Client<T> {
         if store.clustered() {
             // Its id comes from the commit, and it is delivered from there (`cluster`).
             let message = conversation.next(|time| {
-                let msg = Message { id: 0, room: RoomName::direct(&me, to), time, sender: me.clone(), text, guest: false };
+                let msg =
+                    Message { id: 0, room: RoomName::direct(&me, to), time, sender: me.clone(), text, guest: false };
                 Posted::new(msg, Some(self.conn))
             });
             crate::metrics::metrics().messages_accepted.inc();

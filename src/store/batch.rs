@@ -166,9 +166,7 @@ pub(super) fn answer(batch: &mut Vec<WriteOp>, outcomes: Vec<Outcome>) {
         match (op, outcome) {
             (WriteOp::Append { ack, .. }, Outcome::Id(id)) => drop(ack.send(Ok(id))),
             (
-                WriteOp::UpsertBotAccount { ack, .. }
-                | WriteOp::SetTopic { ack, .. }
-                | WriteOp::Probe { ack },
+                WriteOp::UpsertBotAccount { ack, .. } | WriteOp::SetTopic { ack, .. } | WriteOp::Probe { ack },
                 Outcome::Unit,
             ) => drop(ack.send(Ok(()))),
             (WriteOp::CreateAccount { ack, .. }, Outcome::Created(created)) => drop(ack.send(Ok(created))),

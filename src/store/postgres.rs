@@ -612,7 +612,7 @@ async fn apply_all(
                 batch[i..].iter().position(|op| !matches!(op, WriteOp::Append { .. })).map_or(batch.len(), |n| i + n);
             let ids = match clustered {
                 true => number_run(tx, &batch[i..end], &mut sequenced).await?,
-                false => batch[i..end].iter().map(|op| append_id(op)).collect(),
+                false => batch[i..end].iter().map(append_id).collect(),
             };
             append_run(tx, &batch[i..end], &ids).await?;
             outcomes.extend(ids.into_iter().map(Outcome::Id));
@@ -643,12 +643,11 @@ async fn number_run(
     let raise = tx.prepare_cached("UPDATE message_ids SET high = high + $1 RETURNING high").await?;
     let high = tx.query_one(&raise, &[&(run.len() as i64)]).await?.get::<_, i64>(0) as u64;
     let first = high + 1 - run.len() as u64;
-    let mut rooms: Vec<RoomId> = run.iter().map(|op| append_room(op)).collect();
+    let mut rooms: Vec<RoomId> = run.iter().map(append_room).collect();
     rooms.sort_unstable();
     rooms.dedup();
-    let heads = tx
-        .prepare_cached("SELECT room_id, MAX(id) FROM messages WHERE room_id = ANY($1) GROUP BY room_id")
-        .await?;
+    let heads =
+        tx.prepare_cached("SELECT room_id, MAX(id) FROM messages WHERE room_id = ANY($1) GROUP BY room_id").await?;
     let mut last: std::collections::HashMap<RoomId, u64> =
         tx.query(&heads, &[&rooms]).await?.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64)).collect();
     let mut ids = Vec::with_capacity(run.len());
@@ -874,7 +873,7 @@ mod tests {
     #[tokio::test]
     async fn a_message_deleted_before_its_commit_is_never_stored_nor_its_id_reused() {
         let pg = PgServer::start();
-        let store = Postgres::open(&options(&pg, "postgres")).await.unwrap();
+        let store = Postgres::open(&options(&pg, "postgres"), None).await.unwrap();
         let room = store.queue.create_room(RoomName::parse("general").unwrap()).await.unwrap();
         let (kept, deleted) = (store.next_message_id(), store.next_message_id());
         let gone = store.queue.change(vec![Change::DeleteMessage { room, id: deleted, before_commit: true }]).await;
@@ -886,18 +885,72 @@ mod tests {
             store.messages(room, everything()).await.unwrap().into_iter().map(|m| m.text).collect();
         assert_eq!(texts, ["kept"]);
         store.close().await;
-        let again = Postgres::open(&options(&pg, "postgres")).await.unwrap();
+        let again = Postgres::open(&options(&pg, "postgres"), None).await.unwrap();
         assert!(again.next_message_id() > deleted);
         again.close().await;
     }
 
     /// A group commit is all or nothing: one failing operation (here an append to a room that
     /// does not exist) fails every operation of its batch, and none is stored.
+    /// Two cluster nodes' writers on one database, appending to two rooms at once: every id is
+    /// unique, each commit's ids follow the previous commit's, and each room's `prev` links make
+    /// one chain with no gap, whichever node committed what.
+    #[tokio::test]
+    async fn two_cluster_writers_number_messages_in_one_chain_per_room() {
+        let pg = PgServer::start();
+        pg.create_database("cluster");
+        let (sink_a, mut rx_a) = mpsc::channel(1024);
+        let (sink_b, mut rx_b) = mpsc::channel(1024);
+        let a = Postgres::open(&options(&pg, "cluster"), Some(sink_a)).await.unwrap();
+        let b = Postgres::open(&options(&pg, "cluster"), Some(sink_b)).await.unwrap();
+        assert!(Postgres::open(&options(&pg, "cluster"), None).await.is_err(), "a lone chatd is refused");
+        let room = |n: &str| RoomName::parse(n).unwrap();
+        let r1 = a.queue.create_room(room("one")).await.unwrap();
+        let r2 = b.queue.create_room(room("two")).await.unwrap();
+        let mut waits = Vec::new();
+        for i in 0..200 {
+            let (store, room) = match i % 4 {
+                0 => (&a, r1),
+                1 => (&b, r1),
+                2 => (&a, r2),
+                _ => (&b, r2),
+            };
+            waits.push(store.queue.append(room, Arc::new(Record(0, "clustered"))).await);
+        }
+        let mut acked = Vec::new();
+        for w in waits {
+            acked.push(w.await.unwrap().unwrap());
+        }
+        let mut unique = acked.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 200, "ids unique across both writers");
+        let mut links: Vec<(RoomId, u64, u64)> = Vec::new();
+        for rx in [&mut rx_a, &mut rx_b] {
+            while let Ok(batch) = rx.try_recv() {
+                links.extend(batch.into_iter().map(|s| (s.room, s.id, s.prev)));
+            }
+        }
+        assert_eq!(links.len(), 200, "every committed message reached its writer's sink");
+        for room in [r1, r2] {
+            let mut chain: Vec<(u64, u64)> =
+                links.iter().filter(|l| l.0 == room).map(|&(_, id, prev)| (id, prev)).collect();
+            chain.sort_unstable();
+            assert_eq!(chain[0].1, 0, "the room's first message follows nothing");
+            for w in chain.windows(2) {
+                assert_eq!(w[1].1, w[0].0, "room {room}: each message follows the one before it");
+            }
+        }
+        let stored = a.history(r1, None, 1000).await.unwrap();
+        assert_eq!(stored.len(), 100);
+        assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
+    }
+
     #[tokio::test]
     async fn a_batch_commits_all_or_nothing() {
         let pg = PgServer::start();
         let (pool, target) = pool(&options(&pg, "postgres")).unwrap();
-        let mut writer = Writer { pool: pool.clone(), conn: None, target, lock_timeout_ms: 5000 };
+        let mut writer = Writer { pool: pool.clone(), conn: None, target, lock_timeout_ms: 5000, sink: None };
         writer.migrate().await.unwrap();
         let alice = UserName::parse("alice").unwrap();
         let (create, created) = oneshot::channel();
@@ -946,13 +999,13 @@ mod tests {
         let pg = PgServer::start();
         pg.create_database("foreign");
         pg.psql("foreign", "CREATE TABLE invoices (id INTEGER)");
-        let e = Postgres::open(&options(&pg, "foreign")).await.err().expect("refused");
+        let e = Postgres::open(&options(&pg, "foreign"), None).await.err().expect("refused");
         assert!(e.to_string().contains("not chatd's"), "{e}");
 
-        let store = Postgres::open(&options(&pg, "postgres")).await.unwrap();
+        let store = Postgres::open(&options(&pg, "postgres"), None).await.unwrap();
         store.close().await;
         pg.psql("postgres", "UPDATE chatd_schema SET version = 99");
-        let e = Postgres::open(&options(&pg, "postgres")).await.err().expect("refused");
+        let e = Postgres::open(&options(&pg, "postgres"), None).await.err().expect("refused");
         assert!(e.to_string().contains("schema version 99"), "{e}");
     }
 }
