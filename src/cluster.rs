@@ -9,7 +9,8 @@
 //!
 //! Subjects: `chatd.msg` (committed messages, rooms and direct), `chatd.ev` (room events and
 //! server-wide ones: kicks, bans, topics, deletions, bot command lines, notices, closed
-//! connections), `chatd.hb` (each node's heartbeat: which bot command words its bots serve).
+//! connections), `chatd.hb` (each node's heartbeat: which bot command words its bots serve),
+//! `chatd.names` (a NAMES asks every node for the room's users there).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,10 @@ use crate::store::{RoomId, Sequenced};
 const MESSAGES: &str = "chatd.msg";
 const EVENTS: &str = "chatd.ev";
 const HEARTBEATS: &str = "chatd.hb";
+const NAMES: &str = "chatd.names";
+/// How long NAMES waits for the other nodes' answers (a node that does not answer in time is
+/// left out of that answer).
+const NAMES_WAIT: Duration = Duration::from_millis(500);
 /// How often a node says it is alive (and what its bots serve), and checks its rooms for messages
 /// it missed.
 const TICK: Duration = Duration::from_secs(1);
@@ -169,6 +174,34 @@ impl Cluster {
         peers.values().filter(|p| p.seen.elapsed() < PEER_TIMEOUT).filter_map(|p| p.bots.get(word)).sum()
     }
 
+    /// The users of `room` on the other nodes that answer within `NAMES_WAIT`.
+    pub async fn remote_names(&self, room: &RoomName) -> Vec<UserName> {
+        let peers = {
+            let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            peers.values().filter(|p| p.seen.elapsed() < PEER_TIMEOUT).count()
+        };
+        if peers == 0 {
+            return Vec::new();
+        }
+        let inbox = self.nats.new_inbox();
+        let Ok(mut answers) = self.nats.subscribe(inbox.clone()).await else { return Vec::new() };
+        if self.nats.publish_with_reply(NAMES, inbox, room.to_string().into()).await.is_err() {
+            return Vec::new();
+        }
+        let mut names = Vec::new();
+        let deadline = tokio::time::Instant::now() + NAMES_WAIT;
+        for _ in 0..peers {
+            match tokio::time::timeout_at(deadline, answers.next()).await {
+                Ok(Some(m)) => {
+                    let list: Vec<String> = serde_json::from_slice(&m.payload).unwrap_or_default();
+                    names.extend(list.iter().filter_map(|u| UserName::parse(u)));
+                }
+                _ => break,
+            }
+        }
+        names
+    }
+
     /// Tells the other nodes of an event of a room or of the server (those that concern them).
     pub fn publish(&self, event: &Event) {
         if let Some(event) = wire_event(event) {
@@ -277,8 +310,10 @@ async fn subscriber(chat: Arc<Chat>, cluster: Arc<Cluster>) {
     let mut messages = subscribe(MESSAGES).await;
     let mut events = subscribe(EVENTS).await;
     let mut beats = subscribe(HEARTBEATS).await;
+    let mut names = subscribe(NAMES).await;
     loop {
         tokio::select! {
+            Some(m) = names.next() => on_names(&chat, &cluster, m),
             Some(m) = messages.next() => on_posts(&chat, &cluster, &m.payload).await,
             Some(m) = events.next() => on_event(&chat, &cluster, &m.payload).await,
             Some(m) = beats.next() => on_heartbeat(&cluster, &m.payload),
@@ -350,6 +385,23 @@ async fn on_event(chat: &Chat, cluster: &Cluster, payload: &[u8]) {
             }
         }
     }
+}
+
+/// Another node's NAMES: the room's users here (none when it does not run here).
+fn on_names(chat: &Arc<Chat>, cluster: &Cluster, request: async_nats::Message) {
+    let Some(reply) = request.reply else { return };
+    let room = std::str::from_utf8(&request.payload).ok().and_then(RoomName::parse);
+    let handle = room.and_then(|r| chat.rooms.running(&r));
+    let nats = cluster.nats.clone();
+    // Answered from a task of its own: the room's answer must not hold up the subscriber.
+    tokio::spawn(async move {
+        let users: Vec<String> = match handle {
+            Some(h) => h.users_here().await.iter().map(|u| u.to_string()).collect(),
+            None => Vec::new(),
+        };
+        let payload = serde_json::to_vec(&users).unwrap_or_default();
+        let _ = nats.publish(reply, payload.into()).await;
+    });
 }
 
 fn on_heartbeat(cluster: &Cluster, payload: &[u8]) {

@@ -385,7 +385,13 @@ impl<T> Client<T> {
             Some(h) => h.clone(),
             None => self.chat.rooms.get(room, None).await?,
         };
-        handle.names(self.conn).await
+        let mut names = handle.names(self.conn).await?;
+        if let Some(cluster) = &self.chat.cluster {
+            names.extend(cluster.remote_names(room).await);
+            names.sort();
+            names.dedup();
+        }
+        Ok(names)
     }
 
     /// Posts `text`: a bot command line is relayed; anything else is stored, and its

@@ -97,6 +97,10 @@ enum Ask {
         conn: ConnId,
         reply: oneshot::Sender<Result<Vec<UserName>, ChatError>>,
     },
+    /// The users here, for another node answering NAMES (it checked the asker is a member).
+    Users {
+        reply: oneshot::Sender<Vec<UserName>>,
+    },
     Topic {
         conn: ConnId,
         reply: oneshot::Sender<Result<Option<Topic>, ChatError>>,
@@ -283,6 +287,11 @@ impl RoomHandle {
         self.ask(|reply| Ask::Names { conn, reply }).await?
     }
 
+    /// The room's users on this node (for another node's NAMES).
+    pub async fn users_here(&self) -> Vec<UserName> {
+        self.ask(|reply| Ask::Users { reply }).await.unwrap_or_default()
+    }
+
     /// The room's topic, for a member.
     pub async fn topic(&self, conn: ConnId) -> Result<Option<Topic>, ChatError> {
         self.ask(|reply| Ask::Topic { conn, reply }).await?
@@ -457,6 +466,9 @@ impl Room {
             }
             Ask::Names { conn, reply } => {
                 let _ = reply.send(self.names(conn));
+            }
+            Ask::Users { reply } => {
+                let _ = reply.send(self.users.keys().cloned().collect());
             }
             Ask::Topic { conn, reply } => {
                 let _ = reply.send(self.member(conn).map(|()| self.topic.clone()));
