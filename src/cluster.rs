@@ -253,7 +253,7 @@ async fn committed_loop(chat: Arc<Chat>, cluster: Arc<Cluster>, mut rx: mpsc::Re
         let mut by_room: Vec<(RoomId, RoomName, Linked)> = Vec::new();
         for s in batch {
             let Ok(provisional) = s.message.into_any().downcast::<Posted>() else { continue };
-            let posted = Posted::new(Message { id: s.id, ..provisional.msg.clone() }, provisional.from);
+            let posted = Posted::new(Message { id: s.id, time: s.time, ..provisional.msg.clone() }, provisional.from);
             match by_room.iter_mut().find(|(id, _, _)| *id == s.room) {
                 Some((_, _, list)) => list.push((posted, s.prev)),
                 None => by_room.push((s.room, posted.msg.room.clone(), vec![(posted, s.prev)])),
