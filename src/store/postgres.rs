@@ -946,7 +946,7 @@ mod tests {
         }
         let mut acked = Vec::new();
         for w in waits {
-            acked.push(w.await.unwrap().unwrap());
+            acked.push(w.await.unwrap().unwrap().id);
         }
         let mut unique = acked.clone();
         unique.sort_unstable();
