@@ -347,6 +347,7 @@ async fn on_posts(chat: &Chat, cluster: &Cluster, payload: &[u8]) {
         return; // delivered here when committed
     }
     let Some(room) = RoomName::parse(&posts.room) else { return };
+    crate::metrics::metrics().cluster_received.inc_by(posts.messages.len() as u64);
     let mut list = Vec::with_capacity(posts.messages.len());
     for m in posts.messages {
         let Some(sender) = UserName::parse(&m.sender) else { continue };
@@ -447,6 +448,9 @@ fn on_heartbeat(cluster: &Cluster, payload: &[u8]) {
     }
     let mut peers = cluster.peers.lock().unwrap_or_else(|p| p.into_inner());
     peers.insert(beat.node, Peer { seen: Instant::now(), bots: beat.bots });
+    peers.retain(|_, p| p.seen.elapsed() < PEER_TIMEOUT * 12);
+    let live = peers.values().filter(|p| p.seen.elapsed() < PEER_TIMEOUT).count();
+    crate::metrics::metrics().cluster_peers.set(live as i64);
 }
 
 /// Once a second: the heartbeat, and each running room asked to catch up to its latest id in
@@ -457,6 +461,11 @@ async fn ticker(chat: Arc<Chat>, cluster: Arc<Cluster>) {
     loop {
         tick.tick().await;
         cluster.send(HEARTBEATS, &Heartbeat { node: cluster.node.clone(), bots: chat.bots.words() });
+        let live = {
+            let peers = cluster.peers.lock().unwrap_or_else(|p| p.into_inner());
+            peers.values().filter(|p| p.seen.elapsed() < PEER_TIMEOUT).count()
+        };
+        crate::metrics::metrics().cluster_peers.set(live as i64);
         let running = chat.rooms.running_all();
         if running.is_empty() {
             continue;

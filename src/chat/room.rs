@@ -595,6 +595,7 @@ impl Room {
         let newest = messages.last().map_or(0, |m| m.id);
         for m in messages {
             if m.id > self.last_id {
+                crate::metrics::metrics().cluster_backfilled.inc();
                 self.accept(Posted::new(m, None));
             }
         }
