@@ -357,7 +357,7 @@ async fn on_posts(chat: &Chat, cluster: &Cluster, payload: &[u8]) {
     if posts.node == cluster.node {
         return; // delivered here when committed
     }
-    let Some(room) = RoomName::parse(&posts.room) else { return };
+    let Some(room) = conversation(&posts.room) else { return };
     crate::metrics::metrics().cluster_received.inc_by(posts.messages.len() as u64);
     let mut list = Vec::with_capacity(posts.messages.len());
     for m in posts.messages {
@@ -500,6 +500,17 @@ async fn ticker(chat: Arc<Chat>, cluster: Arc<Cluster>) {
                 handle.catch_up(head).await;
             }
         }
+    }
+}
+
+/// A room's name, or a conversation of two users' (`@alice,bob`: no room name has an `@`).
+fn conversation(name: &str) -> Option<RoomName> {
+    match name.strip_prefix('@') {
+        Some(pair) => {
+            let (a, b) = pair.split_once(',')?;
+            Some(RoomName::direct(&UserName::parse(a)?, &UserName::parse(b)?))
+        }
+        None => RoomName::parse(name),
     }
 }
 
