@@ -90,7 +90,7 @@ async fn a_conversation_on_postgres_history_dms_and_topics_survive_a_restart() {
 
     // The rows are in PostgreSQL, where the schema version says what chatd made.
     assert_eq!(pg.psql("conversation", "SELECT COUNT(*) FROM messages"), "62");
-    assert_eq!(pg.psql("conversation", "SELECT version FROM chatd_schema"), "1");
+    assert_eq!(pg.psql("conversation", "SELECT version FROM chatd_schema"), "2");
 }
 
 #[tokio::test]

@@ -627,7 +627,8 @@ impl Room {
                     by: kick.by.clone(),
                     reason: kick.reason.clone(),
                 };
-                self.kick(kick, false);
+                // Every member here is told, whether or not the user had a connection here.
+                self.kick(kick, true);
                 return;
             }
             Event::Deleted(deletion) => self.recent.retain(|p| p.msg.id != deletion.id),
