@@ -21,6 +21,24 @@ pub struct Config {
     pub guests: GuestsSection,
     pub admin: AdminSection,
     pub web: WebSection,
+    pub cluster: ClusterSection,
+}
+
+/// Several nodes as one server (docs/cluster.md): off while `node` is empty. Needs
+/// `storage.backend = "postgres"`, every node on the same database and the same NATS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// The NATS server the nodes talk through: `nats://host:port`.
+    pub nats_url: String,
+}
+
+impl ClusterSection {
+    pub fn enabled(&self) -> bool {
+        !self.node.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,6 +230,7 @@ impl Default for Config {
             guests: GuestsSection::default(),
             admin: AdminSection::default(),
             web: WebSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -454,6 +473,18 @@ impl Config {
         if self.storage.backend == Backend::Postgres {
             crate::store::check_postgres_url(&self.storage.postgres_url)
                 .map_err(|why| ConfigError::Invalid(format!("storage.postgres_url: {why}")))?;
+        }
+        let c = &self.cluster;
+        if c.enabled() {
+            if self.storage.backend != Backend::Postgres {
+                return bad("cluster.node needs storage.backend = \"postgres\" (every node on one database)".into());
+            }
+            if chatd_proto::names::UserName::parse(&c.node).is_none() {
+                return bad(format!("cluster.node: {:?} must be a short name of letters, digits, '-' or '_'", c.node));
+            }
+            if !c.nats_url.starts_with("nats://") {
+                return bad(format!("cluster.nats_url: {:?} is not a nats://host:port URL", c.nats_url));
+            }
         }
         let g = &self.guests;
         if g.flood_rate_per_sec <= 0.0 || g.flood_burst == 0 {

@@ -14,6 +14,7 @@
 //! This file only wires them together.
 
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod irc;
 pub mod limits;
@@ -69,8 +70,17 @@ pub async fn run(
     config.validate()?;
     raise_fd_limit();
     let tls = net::tls::load_or_create(&config.tls)?;
-    let store = store::Store::open(&config.storage).await?;
+    let (store, committed) = match config.cluster.enabled() {
+        true => {
+            let (sink, committed) = tokio::sync::mpsc::channel(1024);
+            (store::Store::open_clustered(&config.storage, sink).await?, Some(committed))
+        }
+        false => (store::Store::open(&config.storage).await?, None),
+    };
     let chat = Arc::new(Chat::start(&config, store.clone()).await?);
+    if let (Some(cluster), Some(committed)) = (chat.cluster.clone(), committed) {
+        cluster::spawn(chat.clone(), cluster, committed);
+    }
     let l = &config.limits;
     let gate = Arc::new(ConnectionGate::new(
         l.max_connections,

@@ -22,6 +22,12 @@ impl Bots {
         }
     }
 
+    /// How many connections serve each word (a cluster node tells the others).
+    pub fn words(&self) -> HashMap<String, usize> {
+        let map = self.serving.lock().unwrap();
+        map.iter().map(|(word, list)| (word.to_string(), list.len())).collect()
+    }
+
     /// Forgets a connection (it logged out or went away).
     pub fn forget(&self, conn: ConnId) {
         let mut map = self.serving.lock().unwrap();

@@ -166,12 +166,12 @@ struct Owed<T> {
     message: Arc<Posted>,
     committed: Committed,
     /// The commit's result once `wait_settled` saw it (`Some(None)`: the store went away).
-    decided: Option<Option<Result<(), StoreError>>>,
+    decided: Option<Option<Result<u64, StoreError>>>,
 }
 
 impl<T> Owed<T> {
     /// Waits for the commit's result (or takes the one already seen).
-    async fn result(&mut self) -> Option<Result<(), StoreError>> {
+    async fn result(&mut self) -> Option<Result<u64, StoreError>> {
         match self.decided.take() {
             Some(result) => result,
             None => (&mut self.committed).await.ok(),
@@ -385,7 +385,13 @@ impl<T> Client<T> {
             Some(h) => h.clone(),
             None => self.chat.rooms.get(room, None).await?,
         };
-        handle.names(self.conn).await
+        let mut names = handle.names(self.conn).await?;
+        if let Some(cluster) = &self.chat.cluster {
+            names.extend(cluster.remote_names(room).await);
+            names.sort();
+            names.dedup();
+        }
+        Ok(names)
     }
 
     /// Posts `text`: a bot command line is relayed; anything else is stored, and its
@@ -440,6 +446,18 @@ impl<T> Client<T> {
         let conversation =
             self.chat.conversation(&me, to, true).await?.ok_or_else(|| ChatError::NoSuchUser(to.clone()))?;
         let store = self.chat.store();
+        if store.clustered() {
+            // Its id comes from the commit, and it is delivered from there (`cluster`).
+            let message = conversation.next(|time| {
+                let msg =
+                    Message { id: 0, room: RoomName::direct(&me, to), time, sender: me.clone(), text, guest: false };
+                Posted::new(msg, Some(self.conn))
+            });
+            crate::metrics::metrics().messages_accepted.inc();
+            let committed = store.append(conversation.id, message.clone()).await;
+            self.owe(Owed { tag, room: None, message, committed, decided: None }).await;
+            return Ok(PostOutcome::Accepted);
+        }
         let message = conversation.next(|time| {
             let msg = Message {
                 id: store.next_message_id(),
@@ -709,17 +727,22 @@ impl<T> Client<T> {
 /// Turns an owed acknowledgement into a settled one, given the commit's result (`None`: the store
 /// went away before answering). A message the store could not keep is taken back from its room's
 /// cache.
-async fn settle<T>(owed: Owed<T>, committed: Option<Result<(), StoreError>>) -> Settled<T> {
+async fn settle<T>(owed: Owed<T>, committed: Option<Result<u64, StoreError>>) -> Settled<T> {
     match committed {
-        Some(Ok(())) => Settled { tag: owed.tag, message: owed.message, result: Ok(()) },
+        Some(Ok(id)) if id == owed.message.msg.id => Settled { tag: owed.tag, message: owed.message, result: Ok(()) },
+        // A cluster node's message got its id from the commit.
+        Some(Ok(id)) => {
+            let message = Posted::new(Message { id, ..owed.message.msg.clone() }, owed.message.from);
+            Settled { tag: owed.tag, message, result: Ok(()) }
+        }
         // Boxed: rare (the store failed), and large; it would make every session's wait bigger.
         failed => Box::pin(not_stored(owed, failed)).await,
     }
 }
 
-async fn not_stored<T>(owed: Owed<T>, failed: Option<Result<(), StoreError>>) -> Settled<T> {
+async fn not_stored<T>(owed: Owed<T>, failed: Option<Result<u64, StoreError>>) -> Settled<T> {
     let Owed { tag, room, message, .. } = owed;
-    if let Some(room) = room {
+    if let (Some(room), false) = (room, message.msg.id == 0) {
         room.retract(message.msg.id).await;
     }
     let why = match failed {

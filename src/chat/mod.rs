@@ -116,6 +116,8 @@ pub struct Chat {
     admins: std::sync::RwLock<std::collections::HashSet<UserName>>,
     /// Where an admin's RELOAD goes (set once the daemon is wired; see `moderation::Reload`).
     reload: std::sync::OnceLock<moderation::ReloadRequests>,
+    /// This node's link to the others, when it is one node of a cluster.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Chat {
@@ -125,6 +127,10 @@ impl Chat {
             Accounts::new(store.clone(), &config.limits, config.accounts.open_registration, &config.bots).await?;
         accounts.provision_bots(&config.bots).await?;
         let bots = Arc::new(Bots::default());
+        let cluster = match config.cluster.enabled() {
+            true => Some(crate::cluster::Cluster::connect(&config.cluster).await?),
+            false => None,
+        };
         let initial: Vec<RoomName> = config
             .rooms
             .initial
@@ -135,6 +141,7 @@ impl Chat {
             cache_messages: config.rooms.cache_messages.max(HISTORY_PAGE),
             members_per_room: config.limits.members_per_room,
             batch_bytes: (config.limits.send_queue_bytes / 8).max(1),
+            cluster: cluster.clone(),
         };
         let rooms = Rooms::load(store.clone(), bots.clone(), settings, config.limits.max_rooms, &initial).await?;
         Ok(Chat {
@@ -149,6 +156,7 @@ impl Chat {
             guests: GuestPolicy::from_config(&config.guests),
             admins: std::sync::RwLock::new(admin_names(&config.admin.users)),
             reload: std::sync::OnceLock::new(),
+            cluster,
         })
     }
 }

@@ -90,6 +90,9 @@ impl crate::store::MessageRecord for Posted {
     fn guest(&self) -> bool {
         self.msg.guest
     }
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
 }
 
 /// A bot command line (`/stock=aapl.us`) relayed live; never stored.

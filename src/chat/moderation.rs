@@ -273,8 +273,11 @@ impl<T> Client<T> {
     }
 
     fn close_connections(&self, user: &UserName, by: &UserName, why: &str) -> usize {
-        let event = Event::Close(Arc::new(Notice { from: by.clone(), text: why.to_string() }));
-        self.chat.users.tell(user, &event)
+        let notice = Notice { from: by.clone(), text: why.to_string() };
+        if let Some(cluster) = &self.chat.cluster {
+            cluster.publish_close(user, &notice);
+        }
+        self.chat.users.tell(user, &Event::Close(Arc::new(notice)))
     }
 
     /// Sets a new password for `user` (admins). Its open connections stay.
@@ -293,6 +296,9 @@ impl<T> Client<T> {
         let me = self.admin()?;
         self.audited(None, &me, "notice", "*", text).await?;
         let event = Event::Notice(Arc::new(Notice { from: me, text: text.to_string() }));
+        if let Some(cluster) = &self.chat.cluster {
+            cluster.publish(&event);
+        }
         Ok(self.chat.users.tell_everyone(&event))
     }
 

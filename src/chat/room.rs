@@ -6,9 +6,11 @@
 //! under load a member gets one event (one wake-up, one write) for many messages; alone, a post
 //! goes out at once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -95,6 +97,10 @@ enum Ask {
         conn: ConnId,
         reply: oneshot::Sender<Result<Vec<UserName>, ChatError>>,
     },
+    /// The users here, for another node answering NAMES (it checked the asker is a member).
+    Users {
+        reply: oneshot::Sender<Vec<UserName>>,
+    },
     Topic {
         conn: ConnId,
         reply: oneshot::Sender<Result<Option<Topic>, ChatError>>,
@@ -129,6 +135,23 @@ enum Ask {
         deleted: RoomDeleted,
         reply: oneshot::Sender<()>,
     },
+    /// A cluster node's committed messages, each with the id of the room's message before it.
+    Deliver {
+        messages: Vec<(Arc<Posted>, u64)>,
+    },
+    /// A cluster node's room: every message up to `upto` is committed; read what is missing.
+    CatchUp {
+        upto: u64,
+    },
+    /// The messages read from the store after `after` up to `upto` (`u64::MAX`: all there were).
+    Backfilled {
+        upto: u64,
+        messages: Vec<Message>,
+    },
+    /// An event from another node: applied here and told to the members here.
+    Remote {
+        event: Event,
+    },
 }
 
 /// A room as loaded from the store.
@@ -161,6 +184,9 @@ pub struct RoomSettings {
     /// Most bytes of messages in one batch: a fraction of a connection's queue bound, so a batch
     /// never overflows the queue of a member that keeps up.
     pub batch_bytes: usize,
+    /// Set on a node of a cluster: messages get their ids from the commit and come back to the
+    /// room to be fanned out (`Deliver`), and the room's events go to the other nodes.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl RoomHandle {
@@ -176,6 +202,8 @@ impl RoomHandle {
         let (tx, rx) = mpsc::channel(1024);
         let users = Arc::new(AtomicUsize::new(0));
         let last_time = recent.last().map(|m| m.time).unwrap_or(0);
+        let last_id = recent.last().map_or(0, |m| m.id);
+        let clustered = settings.cluster.is_some();
         let room = Room {
             name: name.clone(),
             members: HashMap::new(),
@@ -192,8 +220,18 @@ impl RoomHandle {
             settings,
             store,
             bots,
+            room_id,
+            last_id,
+            pending: BTreeMap::new(),
+            backfilling: false,
+            remote: false,
+            me: tx.downgrade(),
         };
         tokio::spawn(room.run(rx));
+        if clustered {
+            // Whatever was committed between the load and now.
+            let _ = tx.try_send(Ask::CatchUp { upto: u64::MAX });
+        }
         RoomHandle { name, room_id, roles, tx, users }
     }
 
@@ -249,6 +287,11 @@ impl RoomHandle {
         self.ask(|reply| Ask::Names { conn, reply }).await?
     }
 
+    /// The room's users on this node (for another node's NAMES).
+    pub async fn users_here(&self) -> Vec<UserName> {
+        self.ask(|reply| Ask::Users { reply }).await.unwrap_or_default()
+    }
+
     /// The room's topic, for a member.
     pub async fn topic(&self, conn: ConnId) -> Result<Option<Topic>, ChatError> {
         self.ask(|reply| Ask::Topic { conn, reply }).await?
@@ -285,6 +328,27 @@ impl RoomHandle {
     pub async fn close(&self, deleted: RoomDeleted) {
         let _ = self.ask(|reply| Ask::Close { deleted, reply }).await;
     }
+
+    /// Closes the room here, deleted on another node (the other nodes are not told again).
+    pub async fn close_here(&self, deleted: RoomDeleted) {
+        self.remote(Event::RoomDeleted(Arc::new(deleted))).await;
+    }
+
+    /// Committed messages (a cluster node's), each with the id of the room's message before it:
+    /// fanned out in id order, a gap first filled from the store.
+    pub async fn deliver(&self, messages: Vec<(Arc<Posted>, u64)>) {
+        let _ = self.tx.send(Ask::Deliver { messages }).await;
+    }
+
+    /// Tells the room (a cluster node's) that messages up to `upto` are committed.
+    pub async fn catch_up(&self, upto: u64) {
+        let _ = self.tx.send(Ask::CatchUp { upto }).await;
+    }
+
+    /// An event from another node.
+    pub async fn remote(&self, event: Event) {
+        let _ = self.tx.send(Ask::Remote { event }).await;
+    }
 }
 
 struct Member {
@@ -313,10 +377,27 @@ struct Room {
     settings: RoomSettings,
     store: Arc<Store>,
     bots: Arc<Bots>,
+    room_id: RoomId,
+    /// A cluster node's: the id of the latest message fanned out here (every one before it was).
+    last_id: u64,
+    /// A cluster node's: messages that came before one they follow, by id, with their `prev`.
+    pending: BTreeMap<u64, (Arc<Posted>, u64)>,
+    /// A read of missed messages is under way.
+    backfilling: bool,
+    /// Handling an event from another node: it is not sent back out.
+    remote: bool,
+    me: mpsc::WeakSender<Ask>,
 }
 
 /// Most posts fanned out as one batch.
 const MAX_BATCH: usize = 128;
+
+/// A cluster node's room holds back at most this many messages waiting for a missing one; past
+/// that it reads them all from the store.
+const MAX_PENDING: usize = 4096;
+
+/// How long a message waits for one it follows (late on NATS) before the store is asked.
+const GAP_WAIT: Duration = Duration::from_millis(200);
 
 /// Most times the room lets other tasks run while posts keep arriving before it fans out.
 const MAX_YIELDS: usize = 32;
@@ -362,7 +443,7 @@ impl Room {
     }
 
     fn handle(&mut self, ask: Ask) {
-        if !matches!(ask, Ask::Post { .. }) {
+        if !matches!(ask, Ask::Post { .. } | Ask::Deliver { .. } | Ask::Backfilled { .. }) {
             // Everything else sees the room as it is after the posts before it: a new member
             // gets them in its history, not live; events keep their order.
             self.send_unsent();
@@ -385,6 +466,9 @@ impl Room {
             }
             Ask::Names { conn, reply } => {
                 let _ = reply.send(self.names(conn));
+            }
+            Ask::Users { reply } => {
+                let _ = reply.send(self.users.keys().cloned().collect());
             }
             Ask::Topic { conn, reply } => {
                 let _ = reply.send(self.member(conn).map(|()| self.topic.clone()));
@@ -413,7 +497,145 @@ impl Room {
                 self.closed = true;
                 let _ = reply.send(());
             }
+            Ask::Deliver { messages } => {
+                for (posted, prev) in messages {
+                    self.offer(posted, prev);
+                }
+            }
+            Ask::CatchUp { upto } => {
+                if upto > self.last_id {
+                    self.backfill(upto, Duration::ZERO);
+                }
+            }
+            Ask::Backfilled { upto, messages } => self.backfilled(upto, messages),
+            Ask::Remote { event } => {
+                self.remote = true;
+                self.apply_remote(event);
+                self.remote = false;
+            }
         }
+    }
+
+    /// A committed message (cluster): fanned out when every message before it in the room was;
+    /// kept back otherwise while the missing ones are read from the store.
+    fn offer(&mut self, posted: Arc<Posted>, prev: u64) {
+        if posted.msg.id <= self.last_id {
+            return; // delivered already (a backfill got it first, or NATS repeated it)
+        }
+        if prev > self.last_id {
+            if self.pending.len() >= MAX_PENDING {
+                // Far behind: forget what is held back and read it all from the store.
+                self.pending.clear();
+                self.backfill(posted.msg.id, Duration::ZERO);
+                return;
+            }
+            self.pending.insert(posted.msg.id, (posted, prev));
+            self.backfill(prev, GAP_WAIT);
+            return;
+        }
+        self.accept(posted);
+        self.release_pending();
+    }
+
+    fn accept(&mut self, posted: Arc<Posted>) {
+        self.last_id = posted.msg.id;
+        self.last_time = self.last_time.max(posted.msg.time);
+        self.unsent_bytes += posted.weight();
+        self.unsent.push(posted.clone());
+        self.recent.push_back(posted);
+        if self.recent.len() > self.settings.cache_messages {
+            self.recent.pop_front();
+            self.complete = false;
+        }
+    }
+
+    /// Fans out the held-back messages that no longer wait for another; asks for the rest.
+    fn release_pending(&mut self) {
+        while let Some(entry) = self.pending.first_entry() {
+            let (id, prev) = (*entry.key(), entry.get().1);
+            if id <= self.last_id {
+                entry.remove();
+            } else if prev <= self.last_id {
+                let (posted, _) = entry.remove();
+                self.accept(posted);
+            } else {
+                self.backfill(prev, GAP_WAIT);
+                return;
+            }
+        }
+    }
+
+    /// Reads the room's messages after the latest one here up to `upto` from the store (after
+    /// `wait`: a message late on NATS usually arrives meanwhile), retrying while the store fails.
+    fn backfill(&mut self, upto: u64, wait: Duration) {
+        if self.backfilling {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        self.backfilling = true;
+        let (store, room, after) = (self.store.clone(), self.room_id, self.last_id);
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let messages = loop {
+                match store.between(room, after, upto).await {
+                    Ok(stored) => break stored.into_iter().map(|m| Message::stored(&name, m)).collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, room = %name, "cannot read missed messages yet");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            let _ = me.send(Ask::Backfilled { upto, messages }).await;
+        });
+    }
+
+    fn backfilled(&mut self, upto: u64, messages: Vec<Message>) {
+        self.backfilling = false;
+        let newest = messages.last().map_or(0, |m| m.id);
+        for m in messages {
+            if m.id > self.last_id {
+                self.accept(Posted::new(m, None));
+            }
+        }
+        // Everything up to `upto` is committed and was read (a deleted one is simply not there).
+        let upto = if upto == u64::MAX { newest } else { upto };
+        self.last_id = self.last_id.max(upto);
+        self.release_pending();
+    }
+
+    /// An event from another node: the room's state follows it, and the members here are told.
+    fn apply_remote(&mut self, event: Event) {
+        match &event {
+            Event::Topic(change) => self.topic = Some(change.topic.clone()),
+            Event::Kicked(kick) => {
+                let kick = Kick {
+                    room: kick.room.clone(),
+                    user: kick.user.clone(),
+                    by: kick.by.clone(),
+                    reason: kick.reason.clone(),
+                };
+                self.kick(kick);
+                return;
+            }
+            Event::Deleted(deletion) => self.recent.retain(|p| p.msg.id != deletion.id),
+            Event::RoomDeleted(_) => {
+                self.broadcast(event, None);
+                for conn in self.members.keys().copied().collect::<Vec<_>>() {
+                    self.drop_member(conn);
+                }
+                self.closed = true;
+                return;
+            }
+            Event::Command(line) => {
+                if let Some(word) = CommandWord::of_bot_line(&line.text) {
+                    let members = &self.members;
+                    self.bots.relay(&word, &event, |c| members.contains_key(&c));
+                }
+            }
+            _ => {}
+        }
+        self.broadcast(event, None);
     }
 
     fn batch_full(&self) -> bool {
@@ -429,13 +651,13 @@ impl Room {
             1 => {
                 let posted = self.unsent.pop().expect("one");
                 let from = posted.from;
-                self.broadcast(Event::Message(posted), from);
+                self.broadcast_here(Event::Message(posted), from);
             }
             _ => {
                 let first = self.unsent[0].from;
                 let one_sender = self.unsent.iter().all(|p| p.from == first);
                 let batch = Batch::new(std::mem::take(&mut self.unsent));
-                self.broadcast(Event::Messages(batch), if one_sender { first } else { None });
+                self.broadcast_here(Event::Messages(batch), if one_sender { first } else { None });
             }
         }
     }
@@ -519,8 +741,16 @@ impl Room {
         true
     }
 
-    /// Pushes an event to every member but `except`; members whose queue is full are dropped.
+    /// Pushes an event to every member but `except` (members whose queue is full are dropped),
+    /// and, on a cluster node, to the other nodes when it happened here.
     fn broadcast(&mut self, event: Event, except: Option<ConnId>) {
+        if let (Some(cluster), false) = (&self.settings.cluster, self.remote) {
+            cluster.publish(&event);
+        }
+        self.broadcast_here(event, except);
+    }
+
+    fn broadcast_here(&mut self, event: Event, except: Option<ConnId>) {
         let mut overflowed = Vec::new();
         for (conn, member) in &self.members {
             if Some(*conn) != except && !member.outbox.push(event.clone()) {
@@ -570,6 +800,13 @@ impl Room {
 
     fn post(&mut self, said: Said) -> Result<Arc<Posted>, ChatError> {
         self.may_post(&said)?;
+        if self.settings.cluster.is_some() {
+            // Its id comes from the commit; it comes back here to be fanned out (`Deliver`).
+            let time = self.next_time();
+            let (sender, text, guest) = (said.user, said.text, said.guest);
+            let msg = Message { id: 0, room: self.name.clone(), time, sender, text, guest };
+            return Ok(Posted::new(msg, Some(said.conn)));
+        }
         let msg = Message {
             id: self.store.next_message_id(),
             room: self.name.clone(),
@@ -596,7 +833,10 @@ impl Room {
         let event = Event::Command(Arc::new(BotLine { room: self.name.clone(), time, sender, text, guest }));
         self.broadcast(event.clone(), Some(conn));
         let members = &self.members;
-        let bots = self.bots.relay(&word, &event, |c| c == conn || members.contains_key(&c));
+        let mut bots = self.bots.relay(&word, &event, |c| c == conn || members.contains_key(&c));
+        if let Some(cluster) = &self.settings.cluster {
+            bots += cluster.remote_bots(word.as_str());
+        }
         Ok((time, bots))
     }
 
@@ -616,7 +856,6 @@ mod tests {
     use super::*;
     use crate::chat::outbox::{outbox, Inbox};
     use crate::config::StorageSection;
-    use std::time::Duration;
 
     fn user(name: &str) -> UserName {
         UserName::parse(name).unwrap()
@@ -631,7 +870,7 @@ mod tests {
             Store::open(&StorageSection { db: dir.path().join("chatd.db"), ..Default::default() }).await.unwrap();
         let name = RoomName::parse("general").unwrap();
         let room_id = store.create_room(name.clone()).await.unwrap();
-        let settings = RoomSettings { cache_messages: 200, members_per_room: 10, batch_bytes: 1000 };
+        let settings = RoomSettings { cache_messages: 200, members_per_room: 10, batch_bytes: 1000, cluster: None };
         let loaded = Loaded { room_id, recent: Vec::new(), complete: true, topic: None, roles: Default::default() };
         RoomHandle::spawn(name, loaded, settings, store, Arc::new(Bots::default()))
     }

@@ -57,7 +57,12 @@ impl Rooms {
     /// The room's handle; a missing room is created when `creator` is given (it becomes the
     /// room's first operator).
     pub async fn get(&self, name: &RoomName, creator: Option<&UserName>) -> Result<RoomHandle, ChatError> {
-        let slot = match self.slot(name) {
+        let mut slot = self.slot(name);
+        if slot.is_none() && self.settings.cluster.is_some() {
+            // Created on another node, perhaps just now.
+            slot = self.learn_slot(name).await;
+        }
+        let slot = match slot {
             Some(slot) => slot,
             None => match creator {
                 Some(creator) => self.create(name, creator).await?,
@@ -69,6 +74,30 @@ impl Rooms {
 
     fn slot(&self, name: &RoomName) -> Option<Arc<Slot>> {
         self.slots.lock().unwrap().get(name).cloned()
+    }
+
+    /// A cluster node's: the room as the store has it now (created on another node), added here
+    /// when new; whether the store has it.
+    pub async fn learn(&self, name: &RoomName) -> bool {
+        self.learn_slot(name).await.is_some()
+    }
+
+    async fn learn_slot(&self, name: &RoomName) -> Option<Arc<Slot>> {
+        let stored = self.store.rooms().await.ok()?.into_iter().find(|r| r.name == *name)?;
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.entry(name.clone()).or_insert_with(|| Slot::stored(stored)).clone();
+        crate::metrics::metrics().rooms.set(slots.len() as i64);
+        Some(slot)
+    }
+
+    /// The room's actor, if it runs on this node.
+    pub fn running(&self, name: &RoomName) -> Option<RoomHandle> {
+        self.slot(name).and_then(|s| s.handle.get().cloned())
+    }
+
+    /// Every room whose actor runs on this node.
+    pub fn running_all(&self) -> Vec<RoomHandle> {
+        self.slots.lock().unwrap().values().filter_map(|s| s.handle.get().cloned()).collect()
     }
 
     /// The room's id and roles, without starting it.
@@ -99,6 +128,9 @@ impl Rooms {
         let id = self.store.create_room(name.clone()).await?;
         self.store.change(vec![Change::SetOp { room: id, user: creator.clone(), on: true }]).await?;
         tracing::info!(room = %name, creator = %creator, "room created");
+        if let Some(cluster) = &self.settings.cluster {
+            cluster.publish_room_created(name);
+        }
         let ops = vec![creator.clone()];
         let slot = Slot::stored(StoredRoom { id, name: name.clone(), topic: None, ops, bans: Vec::new() });
         let rooms = {
@@ -113,13 +145,22 @@ impl Rooms {
     /// Loads a room's recent messages and starts its actor.
     async fn start(&self, name: &RoomName, slot: &Slot) -> Result<RoomHandle, ChatError> {
         let id = slot.id;
+        let mut topic = slot.topic.clone();
+        if self.settings.cluster.is_some() {
+            // Another node may have changed the topic or roles since this one loaded the room.
+            if let Some(stored) = self.store.rooms().await?.into_iter().find(|r| r.id == id) {
+                topic = stored.topic.map(|t| Topic { text: t.text, set_by: t.set_by, time: t.time });
+                *super::room::roles(&slot.roles) =
+                    Roles { ops: stored.ops.into_iter().collect(), bans: stored.bans.into_iter().collect() };
+            }
+        }
         let want = self.settings.cache_messages;
         let stored = self.store.history(id, None, want + 1).await?;
         let complete = stored.len() <= want;
         let skip = stored.len().saturating_sub(want);
         let recent = stored.into_iter().skip(skip).map(|m| Message::stored(name, m)).collect();
         let (settings, store, bots) = (self.settings.clone(), self.store.clone(), self.bots.clone());
-        let loaded = Loaded { room_id: id, recent, complete, topic: slot.topic.clone(), roles: slot.roles.clone() };
+        let loaded = Loaded { room_id: id, recent, complete, topic, roles: slot.roles.clone() };
         Ok(RoomHandle::spawn(name.clone(), loaded, settings, store, bots))
     }
 

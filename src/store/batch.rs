@@ -81,7 +81,7 @@ pub(super) enum WriteOp {
     Append {
         message: Arc<dyn MessageRecord>,
         room: RoomId,
-        ack: Reply<()>,
+        ack: Reply<u64>,
     },
     CreateAccount {
         name: UserName,
@@ -123,6 +123,8 @@ pub(super) enum WriteOp {
 /// What one operation produced, once the commit stands.
 pub(super) enum Outcome {
     Unit,
+    /// An appended message's id.
+    Id(u64),
     Count(u64),
     Created(bool),
     RoomId(i64),
@@ -147,7 +149,8 @@ pub(super) fn take_probes(batch: &mut Vec<WriteOp>) -> Vec<Reply<()>> {
 pub(super) fn fail(batch: &mut Vec<WriteOp>, e: &StoreError) {
     for op in batch.drain(..) {
         match op {
-            WriteOp::Append { ack, .. } | WriteOp::UpsertBotAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
+            WriteOp::Append { ack, .. } => drop(ack.send(Err(e.clone()))),
+            WriteOp::UpsertBotAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
             WriteOp::CreateAccount { ack, .. } => drop(ack.send(Err(e.clone()))),
             WriteOp::CreateRoom { ack, .. } | WriteOp::CreateDirect { ack, .. } => drop(ack.send(Err(e.clone()))),
             WriteOp::SetTopic { ack, .. } | WriteOp::Probe { ack } => drop(ack.send(Err(e.clone()))),
@@ -161,11 +164,9 @@ pub(super) fn fail(batch: &mut Vec<WriteOp>, e: &StoreError) {
 pub(super) fn answer(batch: &mut Vec<WriteOp>, outcomes: Vec<Outcome>) {
     for (op, outcome) in batch.drain(..).zip(outcomes) {
         match (op, outcome) {
+            (WriteOp::Append { ack, .. }, Outcome::Id(id)) => drop(ack.send(Ok(id))),
             (
-                WriteOp::Append { ack, .. }
-                | WriteOp::UpsertBotAccount { ack, .. }
-                | WriteOp::SetTopic { ack, .. }
-                | WriteOp::Probe { ack },
+                WriteOp::UpsertBotAccount { ack, .. } | WriteOp::SetTopic { ack, .. } | WriteOp::Probe { ack },
                 Outcome::Unit,
             ) => drop(ack.send(Ok(()))),
             (WriteOp::CreateAccount { ack, .. }, Outcome::Created(created)) => drop(ack.send(Ok(created))),

@@ -138,6 +138,7 @@ pub struct Range {
 /// What the store needs of a message to append it. The core's fanned-out message implements it,
 /// so the writer thread shares that value instead of a copy of it.
 pub trait MessageRecord: Send + Sync {
+    /// Its id; in a cluster, appended messages have none yet (0) and the commit gives them one.
     fn id(&self) -> u64;
     fn time(&self) -> Millis;
     fn sender(&self) -> &str;
@@ -145,10 +146,27 @@ pub trait MessageRecord: Send + Sync {
     /// Whether the sender is a guest (stored with the message: an account registered later under
     /// the same name is not its sender).
     fn guest(&self) -> bool;
+    /// The value itself, for the one who made it to take back (`Sequenced`).
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
 }
 
-/// Resolves once an appended message is durable (or could not be stored).
-pub type Committed = oneshot::Receiver<Result<(), StoreError>>;
+/// Resolves once an appended message is durable (or could not be stored), with its id: the one it
+/// came with, or (in a cluster, `Store::open_clustered`) the one its commit gave it.
+pub type Committed = oneshot::Receiver<Result<u64, StoreError>>;
+
+/// A message a cluster node committed, with the id its commit gave it and the id of the room's
+/// message before it (0 for a room's first): a node receiving messages out of order, or missing
+/// one, knows from `prev` that something is missing (docs/cluster.md).
+pub struct Sequenced {
+    pub room: RoomId,
+    pub id: u64,
+    pub prev: u64,
+    pub message: Arc<dyn MessageRecord>,
+}
+
+/// Where a cluster node's writer hands every message it committed, in commit order, before it
+/// acknowledges them.
+pub type CommittedSink = tokio::sync::mpsc::Sender<Vec<Sequenced>>;
 
 /// The store of record, by backend.
 pub enum Store {
@@ -167,8 +185,43 @@ impl Store {
     pub async fn open(options: &StorageSection) -> Result<Arc<Store>, StoreError> {
         Ok(Arc::new(match options.backend {
             Backend::Sqlite => Store::Sqlite(sqlite::Sqlite::open(options)?),
-            Backend::Postgres => Store::Postgres(postgres::Postgres::open(options).await?),
+            Backend::Postgres => Store::Postgres(postgres::Postgres::open(options, None).await?),
         }))
+    }
+
+    /// Opens PostgreSQL as one node of a cluster: several chatd processes share the database;
+    /// messages are appended without ids and each commit numbers its own (under a lock that
+    /// orders commits across nodes), then hands them to `sink` (docs/cluster.md).
+    pub async fn open_clustered(options: &StorageSection, sink: CommittedSink) -> Result<Arc<Store>, StoreError> {
+        match options.backend {
+            Backend::Postgres => Ok(Arc::new(Store::Postgres(postgres::Postgres::open(options, Some(sink)).await?))),
+            Backend::Sqlite => Err(StoreError::Postgres("a cluster needs storage.backend = \"postgres\"".into())),
+        }
+    }
+
+    /// Whether this store is one node's of a cluster (ids come from the commit).
+    pub fn clustered(&self) -> bool {
+        matches!(self, Store::Postgres(s) if s.clustered())
+    }
+
+    /// The id of the latest message of each of `rooms` (0 for none), for a cluster node to see
+    /// whether it missed any.
+    pub async fn heads(&self, rooms: Vec<RoomId>) -> Result<Vec<(RoomId, u64)>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(s) => s.heads(rooms).await,
+        }
+    }
+
+    /// A room's messages with ids in `after+1 ..= upto`, oldest first (a cluster node's backfill).
+    pub async fn between(&self, room: RoomId, after: u64, upto: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        let range = Range {
+            after: Some(Bound { at: Position::Id(after), inclusive: false }),
+            before: Some(Bound { at: Position::Id(upto), inclusive: true }),
+            limit: usize::MAX >> 1,
+            newest_first: false,
+        };
+        self.messages(room, range).await
     }
 
     /// A fresh message id: unique across rooms, increasing. The id source is the store's, so a

@@ -7,11 +7,16 @@
 //!   `synchronous_commit = on`, so COMMIT returns only once the server flushed its WAL, whatever
 //!   the server's default.
 //! - Reads go through a small pool (deadpool-postgres) of other connections.
-//! - The writer's session holds an advisory lock for as long as chatd runs: message ids come from
-//!   this process (an atomic seeded from the database at start), so a second chatd on the same
-//!   database would hand out the same ids; it is refused at start instead. Several nodes on one
-//!   database need ids assigned by each room's owner under a fenced lease (docs/cluster.md); the
-//!   commit transaction is the place where that fencing check will go.
+//! - Alone (the default), the writer's session holds an advisory lock for as long as chatd runs:
+//!   message ids come from this process (an atomic seeded from the database at start), so a second
+//!   chatd on the same database would hand out the same ids; it is refused at start instead.
+//! - As one node of a cluster (`open` with a sink), every node holds the lock shared (so a lone
+//!   chatd and a cluster never run on one database together) and messages come without ids: the
+//!   commit numbers them by raising `message_ids.high`, whose row lock orders the commits of all
+//!   nodes, so ids increase in commit order everywhere; with each, the id of its room's message
+//!   before it (`prev`). The committed messages go to the sink before anyone is acknowledged.
+//!   A node stopped in the middle of a transaction (SIGSTOP) holds that lock: its session is ended
+//!   by the server after `idle_in_transaction_session_timeout`, its batch rolled back and failed.
 //! - chatd creates its tables at start and upgrades them (`chatd_schema` holds the version); a
 //!   database with other tables and no `chatd_schema` is not chatd's and is left untouched.
 //!
@@ -46,6 +51,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(15);
 /// connection and fails the batch: a server that stopped answering (SIGSTOP, a dead host with the
 /// TCP connection still up) must not hold every sender forever.
 const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a cluster node's writer session may sit inside a transaction without a statement
+/// before the server ends it (a stopped node must not hold every node's commits).
+const STALLED_NODE_MS: u64 = 3000;
 /// Read connections, beside the writer's.
 const READERS: usize = 8;
 
@@ -157,16 +165,23 @@ pub struct Postgres {
     pub(super) queue: WriteQueue,
     pool: Pool,
     next_id: AtomicU64,
+    clustered: bool,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Postgres {
     /// Connects, takes the database (the advisory lock), creates or upgrades the schema and
     /// starts the writer task.
-    pub async fn open(options: &StorageSection) -> Result<Postgres, StoreError> {
+    pub async fn open(options: &StorageSection, sink: Option<super::CommittedSink>) -> Result<Postgres, StoreError> {
         let (pool, target) = pool(options)?;
-        let mut writer =
-            Writer { pool: pool.clone(), conn: None, target: target.clone(), lock_timeout_ms: options.busy_timeout_ms };
+        let clustered = sink.is_some();
+        let mut writer = Writer {
+            pool: pool.clone(),
+            conn: None,
+            target: target.clone(),
+            lock_timeout_ms: options.busy_timeout_ms,
+            sink,
+        };
         writer.connection().await.map_err(|e| StoreError::Postgres(format!("{target}: {e}")))?;
         writer.migrate().await.map_err(|e| StoreError::Postgres(format!("{target}: {e}")))?;
         let high = writer.highest_id().await?;
@@ -177,8 +192,21 @@ impl Postgres {
             queue: WriteQueue::new(tx),
             pool,
             next_id: AtomicU64::new(high + 1),
+            clustered,
             task: Mutex::new(Some(task)),
         })
+    }
+
+    pub fn clustered(&self) -> bool {
+        self.clustered
+    }
+
+    /// The latest message id of each room (rooms without messages are left out).
+    pub async fn heads(&self, rooms: Vec<RoomId>) -> Result<Vec<(RoomId, u64)>, StoreError> {
+        let rows = self
+            .query("SELECT room_id, MAX(id) FROM messages WHERE room_id = ANY($1) GROUP BY room_id", &[&rooms])
+            .await?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64)).collect())
     }
 
     /// A fresh message id: this process holds the database's lock, so an atomic seeded with the
@@ -374,6 +402,8 @@ struct Writer {
     /// `storage.busy_timeout_ms`: how long a write waits for a lock another session holds (a
     /// DBA's `LOCK TABLE`, a long migration) before it fails, as SQLite's busy timeout.
     lock_timeout_ms: u64,
+    /// A cluster node's: where committed messages go (and the mark of a cluster node).
+    sink: Option<super::CommittedSink>,
 }
 
 impl Writer {
@@ -388,17 +418,26 @@ impl Writer {
             let conn = self.pool.get().await?;
             conn.batch_execute(&format!("SET synchronous_commit = on; SET lock_timeout = {}", self.lock_timeout_ms))
                 .await?;
+            // A node stopped inside a transaction would hold the id lock of every node: the
+            // server ends such a session, and the batch fails.
+            let try_lock = match self.sink.is_some() {
+                true => {
+                    conn.batch_execute(&format!("SET idle_in_transaction_session_timeout = {STALLED_NODE_MS}")).await?;
+                    "SELECT pg_try_advisory_lock_shared($1)"
+                }
+                false => "SELECT pg_try_advisory_lock($1)",
+            };
             let deadline = tokio::time::Instant::now() + LOCK_WAIT;
             loop {
-                let row = conn.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY]).await?;
+                let row = conn.query_one(try_lock, &[&LOCK_KEY]).await?;
                 if row.get::<_, bool>(0) {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
                     let _ = Object::take(conn);
                     return Err(StoreError::Postgres(format!(
-                        "{}: another chatd is using this database (it holds chatd's advisory lock); one chatd \
-                         per PostgreSQL database until clustering (docs/cluster.md)",
+                        "{}: another chatd is using this database (it holds chatd's advisory lock): one chatd \
+                         alone, or the nodes of one cluster, per PostgreSQL database (docs/cluster.md)",
                         self.target
                     )));
                 }
@@ -470,19 +509,26 @@ impl Writer {
     /// Applies a batch in one transaction and answers every operation after the commit; on any
     /// failure every operation gets the error (the transaction is rolled back when dropped).
     async fn commit(&mut self, batch: &mut Vec<WriteOp>) {
+        let clustered = self.sink.is_some();
         let attempt = async {
             let conn = self.connection().await?;
             let tx = conn.transaction().await?;
-            let outcomes = apply_all(&tx, batch).await?;
+            let (outcomes, sequenced) = apply_all(&tx, batch, clustered).await?;
             tx.commit().await?;
-            Ok::<_, StoreError>(outcomes)
+            Ok::<_, StoreError>((outcomes, sequenced))
         };
         let result = match tokio::time::timeout(COMMIT_DEADLINE, attempt).await {
             Ok(result) => result,
             Err(_) => Err(self.abandon("commit")),
         };
         match result {
-            Ok(outcomes) => batch::answer(batch, outcomes),
+            Ok((outcomes, sequenced)) => {
+                if let (Some(sink), false) = (&self.sink, sequenced.is_empty()) {
+                    // Delivered (and published) before anyone is acknowledged.
+                    let _ = sink.send(sequenced).await;
+                }
+                batch::answer(batch, outcomes)
+            }
             Err(e) => {
                 crate::metrics::metrics().storage_errors.inc();
                 tracing::error!(error = %e, ops = batch.len(), "storage commit failed; nothing in the batch was stored");
@@ -551,38 +597,90 @@ async fn writer_loop(mut writer: Writer, mut rx: mpsc::Receiver<WriteOp>, max_ba
 
 /// Applies a batch's operations in order. A run of appends is one statement (one round trip,
 /// whatever the run's length) instead of one per message.
-async fn apply_all(tx: &Transaction<'_>, batch: &[WriteOp]) -> Result<Vec<Outcome>, StoreError> {
+async fn apply_all(
+    tx: &Transaction<'_>,
+    batch: &[WriteOp],
+    clustered: bool,
+) -> Result<(Vec<Outcome>, Vec<super::Sequenced>), StoreError> {
     let now = chrono::Utc::now().timestamp_millis();
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut sequenced = Vec::new();
     let mut i = 0;
     while i < batch.len() {
         if matches!(batch[i], WriteOp::Append { .. }) {
             let end =
                 batch[i..].iter().position(|op| !matches!(op, WriteOp::Append { .. })).map_or(batch.len(), |n| i + n);
-            append_run(tx, &batch[i..end]).await?;
-            outcomes.extend((i..end).map(|_| Outcome::Unit));
+            let ids = match clustered {
+                true => number_run(tx, &batch[i..end], &mut sequenced).await?,
+                false => batch[i..end].iter().map(append_id).collect(),
+            };
+            append_run(tx, &batch[i..end], &ids).await?;
+            outcomes.extend(ids.into_iter().map(Outcome::Id));
             i = end;
         } else {
             outcomes.push(apply(tx, &batch[i], now).await?);
             i += 1;
         }
     }
-    Ok(outcomes)
+    Ok((outcomes, sequenced))
+}
+
+fn append_id(op: &WriteOp) -> u64 {
+    match op {
+        WriteOp::Append { message, .. } => message.id(),
+        _ => unreachable!("a run of appends"),
+    }
+}
+
+/// A cluster node's run of appends gets its ids: the next ones after `message_ids.high`, raised in
+/// this transaction (its row lock, held to the commit, orders the commits of every node), and,
+/// for each, the id of its room's message before it.
+async fn number_run(
+    tx: &Transaction<'_>,
+    run: &[WriteOp],
+    sequenced: &mut Vec<super::Sequenced>,
+) -> Result<Vec<u64>, StoreError> {
+    let raise = tx.prepare_cached("UPDATE message_ids SET high = high + $1 RETURNING high").await?;
+    let high = tx.query_one(&raise, &[&(run.len() as i64)]).await?.get::<_, i64>(0) as u64;
+    let first = high + 1 - run.len() as u64;
+    let mut rooms: Vec<RoomId> = run.iter().map(append_room).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    let heads =
+        tx.prepare_cached("SELECT room_id, MAX(id) FROM messages WHERE room_id = ANY($1) GROUP BY room_id").await?;
+    let mut last: std::collections::HashMap<RoomId, u64> =
+        tx.query(&heads, &[&rooms]).await?.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64)).collect();
+    let mut ids = Vec::with_capacity(run.len());
+    for (n, op) in run.iter().enumerate() {
+        let WriteOp::Append { message, room, .. } = op else { unreachable!("a run of appends") };
+        let id = first + n as u64;
+        let prev = last.insert(*room, id).unwrap_or(0);
+        sequenced.push(super::Sequenced { room: *room, id, prev, message: message.clone() });
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+fn append_room(op: &WriteOp) -> RoomId {
+    match op {
+        WriteOp::Append { room, .. } => *room,
+        _ => unreachable!("a run of appends"),
+    }
 }
 
 /// Inserts consecutive appends in one statement. A message deleted between its acceptance and
 /// this commit (a tombstone) stays deleted. The high-water mark of ids moves in the same
 /// transaction.
-async fn append_run(tx: &Transaction<'_>, run: &[WriteOp]) -> Result<(), StoreError> {
+async fn append_run(tx: &Transaction<'_>, run: &[WriteOp], numbered: &[u64]) -> Result<(), StoreError> {
     let mut ids = Vec::with_capacity(run.len());
     let mut rooms = Vec::with_capacity(run.len());
     let mut times = Vec::with_capacity(run.len());
     let mut senders = Vec::with_capacity(run.len());
     let mut texts = Vec::with_capacity(run.len());
     let mut guests = Vec::with_capacity(run.len());
-    for op in run {
+    for (op, id) in run.iter().zip(numbered) {
         if let WriteOp::Append { message: m, room, .. } = op {
-            ids.push(m.id() as i64);
+            ids.push(*id as i64);
             rooms.push(*room);
             times.push(m.time());
             senders.push(m.sender());
@@ -757,6 +855,9 @@ mod tests {
         fn guest(&self) -> bool {
             false
         }
+        fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+            self
+        }
     }
 
     fn options(pg: &PgServer, db: &str) -> StorageSection {
@@ -772,7 +873,7 @@ mod tests {
     #[tokio::test]
     async fn a_message_deleted_before_its_commit_is_never_stored_nor_its_id_reused() {
         let pg = PgServer::start();
-        let store = Postgres::open(&options(&pg, "postgres")).await.unwrap();
+        let store = Postgres::open(&options(&pg, "postgres"), None).await.unwrap();
         let room = store.queue.create_room(RoomName::parse("general").unwrap()).await.unwrap();
         let (kept, deleted) = (store.next_message_id(), store.next_message_id());
         let gone = store.queue.change(vec![Change::DeleteMessage { room, id: deleted, before_commit: true }]).await;
@@ -784,18 +885,72 @@ mod tests {
             store.messages(room, everything()).await.unwrap().into_iter().map(|m| m.text).collect();
         assert_eq!(texts, ["kept"]);
         store.close().await;
-        let again = Postgres::open(&options(&pg, "postgres")).await.unwrap();
+        let again = Postgres::open(&options(&pg, "postgres"), None).await.unwrap();
         assert!(again.next_message_id() > deleted);
         again.close().await;
     }
 
     /// A group commit is all or nothing: one failing operation (here an append to a room that
     /// does not exist) fails every operation of its batch, and none is stored.
+    /// Two cluster nodes' writers on one database, appending to two rooms at once: every id is
+    /// unique, each commit's ids follow the previous commit's, and each room's `prev` links make
+    /// one chain with no gap, whichever node committed what.
+    #[tokio::test]
+    async fn two_cluster_writers_number_messages_in_one_chain_per_room() {
+        let pg = PgServer::start();
+        pg.create_database("cluster");
+        let (sink_a, mut rx_a) = mpsc::channel(1024);
+        let (sink_b, mut rx_b) = mpsc::channel(1024);
+        let a = Postgres::open(&options(&pg, "cluster"), Some(sink_a)).await.unwrap();
+        let b = Postgres::open(&options(&pg, "cluster"), Some(sink_b)).await.unwrap();
+        assert!(Postgres::open(&options(&pg, "cluster"), None).await.is_err(), "a lone chatd is refused");
+        let room = |n: &str| RoomName::parse(n).unwrap();
+        let r1 = a.queue.create_room(room("one")).await.unwrap();
+        let r2 = b.queue.create_room(room("two")).await.unwrap();
+        let mut waits = Vec::new();
+        for i in 0..200 {
+            let (store, room) = match i % 4 {
+                0 => (&a, r1),
+                1 => (&b, r1),
+                2 => (&a, r2),
+                _ => (&b, r2),
+            };
+            waits.push(store.queue.append(room, Arc::new(Record(0, "clustered"))).await);
+        }
+        let mut acked = Vec::new();
+        for w in waits {
+            acked.push(w.await.unwrap().unwrap());
+        }
+        let mut unique = acked.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 200, "ids unique across both writers");
+        let mut links: Vec<(RoomId, u64, u64)> = Vec::new();
+        for rx in [&mut rx_a, &mut rx_b] {
+            while let Ok(batch) = rx.try_recv() {
+                links.extend(batch.into_iter().map(|s| (s.room, s.id, s.prev)));
+            }
+        }
+        assert_eq!(links.len(), 200, "every committed message reached its writer's sink");
+        for room in [r1, r2] {
+            let mut chain: Vec<(u64, u64)> =
+                links.iter().filter(|l| l.0 == room).map(|&(_, id, prev)| (id, prev)).collect();
+            chain.sort_unstable();
+            assert_eq!(chain[0].1, 0, "the room's first message follows nothing");
+            for w in chain.windows(2) {
+                assert_eq!(w[1].1, w[0].0, "room {room}: each message follows the one before it");
+            }
+        }
+        let stored = a.history(r1, None, 1000).await.unwrap();
+        assert_eq!(stored.len(), 100);
+        assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
+    }
+
     #[tokio::test]
     async fn a_batch_commits_all_or_nothing() {
         let pg = PgServer::start();
         let (pool, target) = pool(&options(&pg, "postgres")).unwrap();
-        let mut writer = Writer { pool: pool.clone(), conn: None, target, lock_timeout_ms: 5000 };
+        let mut writer = Writer { pool: pool.clone(), conn: None, target, lock_timeout_ms: 5000, sink: None };
         writer.migrate().await.unwrap();
         let alice = UserName::parse("alice").unwrap();
         let (create, created) = oneshot::channel();
@@ -844,13 +999,13 @@ mod tests {
         let pg = PgServer::start();
         pg.create_database("foreign");
         pg.psql("foreign", "CREATE TABLE invoices (id INTEGER)");
-        let e = Postgres::open(&options(&pg, "foreign")).await.err().expect("refused");
+        let e = Postgres::open(&options(&pg, "foreign"), None).await.err().expect("refused");
         assert!(e.to_string().contains("not chatd's"), "{e}");
 
-        let store = Postgres::open(&options(&pg, "postgres")).await.unwrap();
+        let store = Postgres::open(&options(&pg, "postgres"), None).await.unwrap();
         store.close().await;
         pg.psql("postgres", "UPDATE chatd_schema SET version = 99");
-        let e = Postgres::open(&options(&pg, "postgres")).await.err().expect("refused");
+        let e = Postgres::open(&options(&pg, "postgres"), None).await.err().expect("refused");
         assert!(e.to_string().contains("schema version 99"), "{e}");
     }
 }

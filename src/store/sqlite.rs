@@ -492,7 +492,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<Outcome, StoreError> {
                  WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id = ?1)",
             )?
             .execute(params![m.id() as i64, room, m.time(), m.sender(), m.text(), m.guest() as i64])?;
-            Outcome::Unit
+            Outcome::Id(m.id())
         }
         WriteOp::CreateAccount { name, hash, .. } => {
             let n = tx
@@ -701,6 +701,9 @@ mod tests {
         }
         fn guest(&self) -> bool {
             false
+        }
+        fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+            self
         }
     }
 
