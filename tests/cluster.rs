@@ -121,6 +121,7 @@ async fn accounts_rooms_and_room_events_are_shared_by_every_node() {
     assert_eq!(code(&mut on1, "LOGIN zoe password-zoe").await, 200);
     let mut on3 = c.nodes[2].client().await;
     assert_eq!(code(&mut on3, "REGISTER zoe another-password").await, 410);
+    assert_eq!(code(&mut on3, "LOGIN zoe password-zoe").await, 200);
 
     // ann creates alpha on n1 (she is its operator); members join it on n2 and n3.
     let mut ann = c.nodes[0].member("ann", "alpha").await;
@@ -128,6 +129,7 @@ async fn accounts_rooms_and_room_events_are_shared_by_every_node() {
     let mut w3 = Watcher::start(&c, 2, "watcher3", &["alpha"]).await;
     let mut w1 = Watcher::start(&c, 0, "watcher1", &["alpha"]).await;
     let rooms = call(&mut on3, "ROOMS").await;
+    assert_eq!(rooms.fin.code, 200, "{:?}", rooms.fin);
     assert!(rooms.data.iter().any(|r| r.fields[0] == "alpha"), "alpha is listed on n3: {:?}", rooms.data);
 
     // A JOIN on n3 is seen on n1 and n2; NAMES on n2 lists members of every node.
@@ -152,14 +154,6 @@ async fn accounts_rooms_and_room_events_are_shared_by_every_node() {
     let topic = call(&mut names_on2, "TOPIC alpha").await;
     assert_eq!((topic.fin.fields[1].as_str(), topic.fin.text.as_deref()), ("traveller", Some("across nodes")));
 
-    // A KICK on n1 of a member on n2: they are out, everyone is told.
-    assert_eq!(code(&mut ann, "KICK alpha lurker :not here").await, 200);
-    let kicked = testkit::expect_line(&mut names_on2, "the KICK", |l| l.is_event("KICK")).await;
-    let chatd_proto::ServerLine::Event(kick) = kicked else { unreachable!() };
-    assert_eq!((kick.fields.join(" "), kick.text.as_deref()), ("alpha lurker ann".to_string(), Some("not here")));
-    w3.wait_for_event("KICK", &["alpha", "lurker", "ann"], Some("not here")).await;
-    assert_ne!(code(&mut names_on2, "MSG alpha still here?").await, 200, "a kicked member cannot post");
-
     // A PART on n3 is seen on n1 and n2.
     assert_eq!(code(&mut traveller, "PART alpha").await, 200);
     w1.wait_for_event("PART", &["alpha", "traveller"], None).await;
@@ -172,6 +166,14 @@ async fn accounts_rooms_and_room_events_are_shared_by_every_node() {
         let seen = w.wait_for_text("alpha", "hello from n2", CLUSTER_PATIENCE).await;
         assert_eq!(seen.msgs.last().map(|m| m.id), Some(id));
     }
+
+    // A KICK on n1 of a member on n2: they are out, everyone is told.
+    assert_eq!(code(&mut ann, "KICK alpha lurker :not here").await, 200);
+    let kicked = testkit::expect_line(&mut names_on2, "the KICK", |l| l.is_event("KICK")).await;
+    let chatd_proto::ServerLine::Event(kick) = kicked else { unreachable!() };
+    assert_eq!((kick.fields.join(" "), kick.text.as_deref()), ("alpha lurker ann".to_string(), Some("not here")));
+    w3.wait_for_event("KICK", &["alpha", "lurker", "ann"], Some("not here")).await;
+    assert_ne!(code(&mut names_on2, "MSG alpha still here?").await, 200, "a kicked member cannot post");
 }
 
 /// Three nodes, three rooms, created on different nodes; in each room a member on every node
@@ -534,9 +536,9 @@ async fn post_until_acked(conn: &mut chatd_proto::LineConn, room: &str, text: &s
 }
 
 /// PostgreSQL is stopped while members of every node post, and started again. While it is down, a
-/// post on every node is answered 5xx (it is not stored); nothing acknowledged before, during or
+/// post on every node is answered 5xx (and is not stored); nothing acknowledged before, during or
 /// after is lost; once it is back, every node takes posts again and every listener has every
-/// message once, in id order.
+/// stored message once, in id order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_during_traffic_refuses_then_recovers() {
     let _serial = SERIAL.lock().await;
@@ -585,8 +587,11 @@ async fn postgres_restarted_during_traffic_refuses_then_recovers() {
             assert!((500..600).contains(code), "{text:?} on n{} got {code}", n + 1);
         }
         acked.extend(o.acked.iter().cloned());
-        refused.extend(o.refused.iter().map(|(t, _)| t.clone()));
     }
+    // The posters' refusals are not added to `refused`: a commit under way when PostgreSQL shut
+    // down can have been committed though its answer was lost (docs/cluster.md: the one case a
+    // "failed" message turns up in history). Such a post is still stored at most once; the probes
+    // above, sent once PostgreSQL was down, must not be stored at all.
     for (n, probe) in probes.iter_mut().enumerate() {
         post_until_acked(probe, room, &format!("sentinel from n{}", n + 1)).await;
     }
