@@ -223,7 +223,14 @@ pub fn first_difference(a: &[Msg], b: &[Msg]) -> String {
 
 fn first_disorder(h: &[Msg]) -> String {
     match h.windows(2).position(|w| w[0].id >= w[1].id) {
-        Some(at) => format!("at index {at}: id {} then {}", h[at].id, h[at + 1].id),
+        Some(at) => format!(
+            "at index {at} of {}: {:?}",
+            h.len(),
+            h[at.saturating_sub(2)..(at + 3).min(h.len())]
+                .iter()
+                .map(|m| (m.id, &m.sender, &m.text))
+                .collect::<Vec<_>>()
+        ),
         None => "none".into(),
     }
 }
