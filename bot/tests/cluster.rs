@@ -6,8 +6,8 @@ mod support;
 
 use support::bot::{ask, history, next_bot_message, BotProcess};
 use support::StubHttp;
-use testkit::cluster::Cluster;
-use testkit::expect_line;
+use testkit::cluster::{Cluster, CLUSTER_PATIENCE};
+use testkit::{call, expect_line};
 
 const AAPL: &str = "AAPL.US quote is $125.28 per share";
 const MSFT: &str = "MSFT.US quote is $247.18 per share";
@@ -22,7 +22,13 @@ async fn the_bot_on_node_1_answers_stock_commands_typed_on_nodes_2_and_3() {
     let mut bot = BotProcess::start(&c.nodes[0], &stub.stooq_template(), &[], &[]).await;
     bot.wait_serving(1).await;
 
-    // A room created on n3 after the bot connected; members on n3 and n2.
+    // n2 and n3 have heard of the bot (in another room, so its answers to the probes stay there).
+    for n in [1, 2] {
+        let mut prober = c.nodes[n].member(&format!("prober{}", n + 1), "lobby").await;
+        wait_until_served(&mut prober, "lobby", &format!("n{}", n + 1)).await;
+    }
+
+    // A room created on n3 after the bot connected; members on n3, n2 and n1.
     let mut carol = c.nodes[2].member("carol", "markets").await;
     let mut dave = c.nodes[1].member("dave", "markets").await;
     let mut erin = c.nodes[0].member("erin", "markets").await;
@@ -57,4 +63,21 @@ async fn the_bot_on_node_1_answers_stock_commands_typed_on_nodes_2_and_3() {
         assert_eq!(h, &want, "HISTORY markets on n{}", n + 1);
     }
     assert_eq!(stub.hits("aapl.us"), 1, "asked upstream once");
+}
+
+/// Waits until the node of `conn` has heard of a bot serving `/stock` (nodes tell each other which
+/// command words their bots serve in heartbeats, docs/cluster.md): until then a command line is
+/// answered `419` and goes nowhere (nothing is posted).
+async fn wait_until_served(conn: &mut chatd_proto::LineConn, room: &str, node: &str) {
+    let deadline = tokio::time::Instant::now() + CLUSTER_PATIENCE;
+    loop {
+        let r = call(conn, &format!("MSG {room} /stock=probe.us")).await;
+        match r.fin.code {
+            419 => {}
+            200 => return,
+            _ => panic!("MSG {room} /stock on {node}: {:?}", r.fin),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{node} never heard of the bot on n1");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
