@@ -17,7 +17,14 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 nats=$(command -v nats-server || echo /usr/sbin/nats-server)
 [ -x "$nats" ] || { echo "nats-server is missing: apt-get install nats-server" >&2; exit 1; }
 
-cargo build --release -p chatd -p chatd-bot -p chatd-cli
+# CHATD_PROFILE=debug uses a debug build instead (quicker to build, slower to run).
+profile=${CHATD_PROFILE:-release}
+if [ "$profile" = debug ]; then
+  cargo build -p chatd -p chatd-bot -p chatd-cli
+else
+  cargo build --release -p chatd -p chatd-bot -p chatd-cli
+fi
+bin="$root/target/$profile"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -78,7 +85,7 @@ nats_url = "$nats_url"
 name = "stockbot"
 password_file = "$work/n1/data/stockbot.secret"
 TOML
-  (cd "$dir" && exec "$root/target/release/chatd" --config chatd.toml >chatd.out 2>chatd.log) &
+  (cd "$dir" && exec "$bin/chatd" --config chatd.toml >chatd.out 2>chatd.log) &
   local pid=$!
   pids+=("$pid")
   for _ in $(seq 1 300); do
@@ -101,7 +108,7 @@ ca="$work/n1/certs/ca.pem"
 addr() { sed -n 's/^chatd listening tls //p' "$work/n$1/chatd.out"; }
 irc() { sed -n 's/^chatd listening irc //p' "$work/n$1/chatd.out"; }
 
-target/release/chatd-bot --addr "$(addr 1)" --ca "$ca" --password-file "$work/n1/data/stockbot.secret" \
+"$bin/chatd-bot" --addr "$(addr 1)" --ca "$ca" --password-file "$work/n1/data/stockbot.secret" \
   2>"$work/bot.log" &
 pids+=($!)
 
@@ -113,8 +120,8 @@ A three-node chatd cluster is up: one server on three nodes, one PostgreSQL data
   n3  $(addr 3)  (IRC $(irc 3))  pid $(cat "$work/n3/pid")
 In three terminals, one per node (all nodes share the CA $ca):
   openssl s_client -quiet -connect $(addr 1) -CAfile $ca
-  target/release/chat --ca $ca $(addr 2)
-  target/release/chat --ca $ca $(addr 3)
+  target/$profile/chat --ca $ca $(addr 2)
+  target/$profile/chat --ca $ca $(addr 3)
 Register on one node, log in on another, JOIN the same room on all three and talk; /stock=aapl.us
 typed on any node is answered by the bot on n1 (offline: "the quote service is unreachable").
 Try kill -9 of a node's pid: the other nodes go on and lose nothing acknowledged.

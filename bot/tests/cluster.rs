@@ -28,25 +28,27 @@ async fn the_bot_on_node_1_answers_stock_commands_typed_on_nodes_2_and_3() {
         wait_until_served(&mut prober, "lobby", &format!("n{}", n + 1)).await;
     }
 
-    // A room created on n3 after the bot connected; members on n3, n2 and n1.
+    // A room created on n3 after the bot connected, with members on n3 and n2 only: nobody is in it
+    // on n1, where the bot is.
     let mut carol = c.nodes[2].member("carol", "markets").await;
     let mut dave = c.nodes[1].member("dave", "markets").await;
-    let mut erin = c.nodes[0].member("erin", "markets").await;
 
-    // Typed on n3: relayed to the bot on n1 (one bot); everyone sees the command, then the answer.
+    // Typed on n3: relayed to the bot on n1 (one bot); the members see the command, then the answer.
     ask(&mut carol, "markets", "/stock=aapl.us").await;
-    for member in [&mut dave, &mut erin] {
-        let cmd = expect_line(member, "the command line", |l| l.as_message().is_some_and(|m| m.is_command)).await;
-        let cmd = cmd.as_message().unwrap();
-        assert_eq!((cmd.room.as_str(), cmd.sender.as_str(), cmd.text.as_str()), ("markets", "carol", "/stock=aapl.us"));
-    }
-    for member in [&mut carol, &mut dave, &mut erin] {
+    let cmd = expect_line(&mut dave, "the command line", |l| l.as_message().is_some_and(|m| m.is_command)).await;
+    let cmd = cmd.as_message().unwrap();
+    assert_eq!((cmd.room.as_str(), cmd.sender.as_str(), cmd.text.as_str()), ("markets", "carol", "/stock=aapl.us"));
+    for member in [&mut carol, &mut dave] {
         let answer = next_bot_message(member).await;
         assert_eq!((answer.room.as_str(), answer.text.as_str()), ("markets", AAPL));
     }
 
-    // Typed on n2, too.
+    // A member on n1 too; typed on n2 now.
+    let mut erin = c.nodes[0].member("erin", "markets").await;
     ask(&mut dave, "markets", "/stock=msft.us").await;
+    let cmd = expect_line(&mut erin, "the command line", |l| l.as_message().is_some_and(|m| m.is_command)).await;
+    let cmd = cmd.as_message().unwrap();
+    assert_eq!((cmd.room.as_str(), cmd.sender.as_str(), cmd.text.as_str()), ("markets", "dave", "/stock=msft.us"));
     for member in [&mut carol, &mut dave, &mut erin] {
         assert_eq!(next_bot_message(member).await.text, MSFT);
     }
