@@ -24,7 +24,7 @@ use crate::chat::model::{
     BotLine, Deletion, Event, Kick, Membership, Message, Notice, Posted, RoleChange, RoleKind, RoomDeleted, Topic,
     TopicChange,
 };
-use crate::chat::names::{RoomName, UserName};
+use crate::chat::names::{CommandWord, RoomName, UserName};
 use crate::chat::Chat;
 use crate::config::ClusterSection;
 use crate::store::{RoomId, Sequenced};
@@ -253,7 +253,7 @@ async fn committed_loop(chat: Arc<Chat>, cluster: Arc<Cluster>, mut rx: mpsc::Re
         let mut by_room: Vec<(RoomId, RoomName, Linked)> = Vec::new();
         for s in batch {
             let Ok(provisional) = s.message.into_any().downcast::<Posted>() else { continue };
-            let posted = Posted::new(Message { id: s.id, ..provisional.msg.clone() }, provisional.from);
+            let posted = Posted::new(Message { id: s.id, time: s.time, ..provisional.msg.clone() }, provisional.from);
             match by_room.iter_mut().find(|(id, _, _)| *id == s.room) {
                 Some((_, _, list)) => list.push((posted, s.prev)),
                 None => by_room.push((s.room, posted.msg.room.clone(), vec![(posted, s.prev)])),
@@ -380,8 +380,17 @@ async fn on_event(chat: &Chat, cluster: &Cluster, payload: &[u8]) {
                     };
                 }
             }
-            if let Some(handle) = chat.rooms.running(&room) {
-                handle.remote(event).await;
+            match chat.rooms.running(&room) {
+                Some(handle) => handle.remote(event).await,
+                // No member here: only this node's bots may need it (a bot answers in rooms it
+                // has not joined).
+                None => {
+                    if let Event::Command(line) = &event {
+                        if let Some(word) = CommandWord::of_bot_line(&line.text) {
+                            chat.bots.relay(&word, &event, |_| false);
+                        }
+                    }
+                }
             }
         }
     }

@@ -71,17 +71,24 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+    // A cluster's nodes: a node that cannot be reached (or refuses) sends the bot to the next one.
+    let addrs: Vec<&str> = config.addr.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    let mut at = 0;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let addr = addrs.get(at).copied().unwrap_or(config.addr.as_str());
         let attempt = tokio::select! {
-            r = connect(&config, &bot) => r,
+            r = connect(&config, &bot, addr) => r,
             _ = stopped(shutdown.clone()) => return,
         };
+        if attempt.is_err() {
+            at = (at + 1) % addrs.len().max(1);
+        }
         let wait = match attempt {
             Ok(conn) => {
-                tracing::info!(addr = %config.addr, user = %config.user, "serving /{}", bot.command());
+                tracing::info!(addr = %addr, user = %config.user, "serving /{}", bot.command());
                 let started = Instant::now();
                 let (rx, end) = session(conn, answers, &bot, &config, shutdown.clone()).await;
                 answers = rx;
@@ -99,7 +106,7 @@ pub async fn run(
                 backoff.next_delay().max(Duration::from_secs(secs))
             }
             Err(e) => {
-                tracing::warn!(addr = %config.addr, "cannot serve: {e}");
+                tracing::warn!(addr = %addr, "cannot serve: {e}");
                 backoff.next_delay()
             }
         };
@@ -115,13 +122,13 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
-/// Connects, logs in and announces the command word.
-pub async fn connect(config: &Config, bot: &Arc<Bot>) -> Result<LineConn, ConnectError> {
+/// Connects to `addr`, logs in and announces the command word.
+pub async fn connect(config: &Config, bot: &Arc<Bot>, addr: &str) -> Result<LineConn, ConnectError> {
     let password = config.password.read().map_err(ConnectError::Setup)?;
     let tls =
         client_config(&config.trust.resolve()).map_err(|e| ConnectError::Setup(anyhow::anyhow!("TLS setup: {e}")))?;
     timeout(CONNECT_TIMEOUT, async {
-        let mut conn = LineConn::connect_tls(&config.addr, &config.server_name, tls).await?;
+        let mut conn = LineConn::connect_tls(addr, &config.server_name, tls).await?;
         let login = conn.call(&format!("LOGIN {} {}", config.user, password)).await?;
         match login.fin.code {
             200 => {}

@@ -96,8 +96,9 @@ settings! {
         #[serde(skip)]
         config: Option<PathBuf> = None,
 
-        /// The daemon's TLS address.
-        #[arg(long, env = "CHATD_BOT_ADDR", value_name = "HOST:PORT")]
+        /// The daemon's TLS address; several, comma-separated, for the nodes of a cluster (the bot
+        /// moves on to the next when one cannot be reached).
+        #[arg(long, env = "CHATD_BOT_ADDR", value_name = "HOST:PORT[,HOST:PORT...]")]
         addr: Option<String> = Some("127.0.0.1:6697".into()),
 
         /// Name checked against the daemon's certificate.

@@ -342,3 +342,20 @@ async fn password_from_the_environment() {
     assert_eq!(next_bot_message(&mut bob).await.text, AAPL);
     assert!(!bot.log_text().contains(&password), "the password is never logged");
 }
+
+#[tokio::test]
+async fn with_several_addresses_the_bot_moves_on_from_one_that_cannot_be_reached() {
+    let daemon = Daemon::start().await;
+    let stub = StubHttp::start().await;
+    stub.fixture("aapl.us", "known_aapl_us.csv");
+    // The first address is a closed port (a cluster node that is down): the bot goes on to the next.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addrs = format!("{closed},{}", daemon.addr);
+    let mut bot = BotProcess::start(&daemon, &stub.stooq_template(), &[("--addr", &addrs)], &[]).await;
+    bot.wait_serving(1).await;
+    let mut alice = daemon.member("alice", "general").await;
+    let mut bob = daemon.member("bob", "general").await;
+    ask(&mut alice, "general", "/stock=aapl.us").await;
+    assert_eq!(next_bot_message(&mut bob).await.text, AAPL);
+    assert!(bot.log_text().contains(&closed.to_string()), "the unreachable node is named in the log");
+}

@@ -20,7 +20,7 @@ use super::outbox::Outbox;
 use super::room::{HistoryPage, Joined, RoomHandle, Said};
 use super::users::Online;
 use super::{Chat, HISTORY_PAGE, TOPIC_MAX_BYTES};
-use crate::store::{Bound, Committed, Position, Range, RoomId, StoreError, StoredTopic};
+use crate::store::{Bound, Committed, Position, Range, RoomId, Stamp, StoreError, StoredTopic};
 
 /// Most of one connection's messages waiting for their commit at once. A fast sender fills the
 /// group commit; past this, its next post waits for its oldest.
@@ -166,12 +166,12 @@ struct Owed<T> {
     message: Arc<Posted>,
     committed: Committed,
     /// The commit's result once `wait_settled` saw it (`Some(None)`: the store went away).
-    decided: Option<Option<Result<u64, StoreError>>>,
+    decided: Option<Option<Result<Stamp, StoreError>>>,
 }
 
 impl<T> Owed<T> {
     /// Waits for the commit's result (or takes the one already seen).
-    async fn result(&mut self) -> Option<Result<u64, StoreError>> {
+    async fn result(&mut self) -> Option<Result<Stamp, StoreError>> {
         match self.decided.take() {
             Some(result) => result,
             None => (&mut self.committed).await.ok(),
@@ -727,12 +727,14 @@ impl<T> Client<T> {
 /// Turns an owed acknowledgement into a settled one, given the commit's result (`None`: the store
 /// went away before answering). A message the store could not keep is taken back from its room's
 /// cache.
-async fn settle<T>(owed: Owed<T>, committed: Option<Result<u64, StoreError>>) -> Settled<T> {
+async fn settle<T>(owed: Owed<T>, committed: Option<Result<Stamp, StoreError>>) -> Settled<T> {
     match committed {
-        Some(Ok(id)) if id == owed.message.msg.id => Settled { tag: owed.tag, message: owed.message, result: Ok(()) },
-        // A cluster node's message got its id from the commit.
-        Some(Ok(id)) => {
-            let message = Posted::new(Message { id, ..owed.message.msg.clone() }, owed.message.from);
+        Some(Ok(Stamp { id, time })) if id == owed.message.msg.id && time == owed.message.msg.time => {
+            Settled { tag: owed.tag, message: owed.message, result: Ok(()) }
+        }
+        // A cluster node's message got its id (and perhaps a later time) from the commit.
+        Some(Ok(Stamp { id, time })) => {
+            let message = Posted::new(Message { id, time, ..owed.message.msg.clone() }, owed.message.from);
             Settled { tag: owed.tag, message, result: Ok(()) }
         }
         // Boxed: rare (the store failed), and large; it would make every session's wait bigger.
@@ -740,7 +742,7 @@ async fn settle<T>(owed: Owed<T>, committed: Option<Result<u64, StoreError>>) ->
     }
 }
 
-async fn not_stored<T>(owed: Owed<T>, failed: Option<Result<u64, StoreError>>) -> Settled<T> {
+async fn not_stored<T>(owed: Owed<T>, failed: Option<Result<Stamp, StoreError>>) -> Settled<T> {
     let Owed { tag, room, message, .. } = owed;
     if let (Some(room), false) = (room, message.msg.id == 0) {
         room.retract(message.msg.id).await;

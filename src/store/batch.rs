@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use chatd_proto::names::{RoomName, UserName};
 
-use super::{Change, Committed, MessageRecord, RoomId, StoreError, StoredTopic};
+use super::{Change, Committed, MessageRecord, RoomId, Stamp, StoreError, StoredTopic};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -81,7 +81,7 @@ pub(super) enum WriteOp {
     Append {
         message: Arc<dyn MessageRecord>,
         room: RoomId,
-        ack: Reply<u64>,
+        ack: Reply<Stamp>,
     },
     CreateAccount {
         name: UserName,
@@ -123,8 +123,8 @@ pub(super) enum WriteOp {
 /// What one operation produced, once the commit stands.
 pub(super) enum Outcome {
     Unit,
-    /// An appended message's id.
-    Id(u64),
+    /// An appended message's id and time.
+    Stamp(Stamp),
     Count(u64),
     Created(bool),
     RoomId(i64),
@@ -164,7 +164,7 @@ pub(super) fn fail(batch: &mut Vec<WriteOp>, e: &StoreError) {
 pub(super) fn answer(batch: &mut Vec<WriteOp>, outcomes: Vec<Outcome>) {
     for (op, outcome) in batch.drain(..).zip(outcomes) {
         match (op, outcome) {
-            (WriteOp::Append { ack, .. }, Outcome::Id(id)) => drop(ack.send(Ok(id))),
+            (WriteOp::Append { ack, .. }, Outcome::Stamp(stamp)) => drop(ack.send(Ok(stamp))),
             (
                 WriteOp::UpsertBotAccount { ack, .. } | WriteOp::SetTopic { ack, .. } | WriteOp::Probe { ack },
                 Outcome::Unit,

@@ -150,9 +150,16 @@ pub trait MessageRecord: Send + Sync {
     fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
 }
 
-/// Resolves once an appended message is durable (or could not be stored), with its id: the one it
-/// came with, or (in a cluster, `Store::open_clustered`) the one its commit gave it.
-pub type Committed = oneshot::Receiver<Result<u64, StoreError>>;
+/// Resolves once an appended message is durable (or could not be stored), with its id and time:
+/// those it came with, or (in a cluster, `Store::open_clustered`) those its commit gave it.
+pub type Committed = oneshot::Receiver<Result<Stamp, StoreError>>;
+
+/// A committed message's id and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub id: u64,
+    pub time: Millis,
+}
 
 /// A message a cluster node committed, with the id its commit gave it and the id of the room's
 /// message before it (0 for a room's first): a node receiving messages out of order, or missing
@@ -160,6 +167,9 @@ pub type Committed = oneshot::Receiver<Result<u64, StoreError>>;
 pub struct Sequenced {
     pub room: RoomId,
     pub id: u64,
+    /// Its time: the one it was accepted with, raised to its room's previous message's, so times
+    /// never decrease in id order.
+    pub time: Millis,
     pub prev: u64,
     pub message: Arc<dyn MessageRecord>,
 }
@@ -215,13 +225,10 @@ impl Store {
 
     /// A room's messages with ids in `after+1 ..= upto`, oldest first (a cluster node's backfill).
     pub async fn between(&self, room: RoomId, after: u64, upto: u64) -> Result<Vec<StoredMessage>, StoreError> {
-        let range = Range {
-            after: Some(Bound { at: Position::Id(after), inclusive: false }),
-            before: Some(Bound { at: Position::Id(upto), inclusive: true }),
-            limit: usize::MAX >> 1,
-            newest_first: false,
-        };
-        self.messages(room, range).await
+        match self {
+            Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(s) => s.between(room, after, upto).await,
+        }
     }
 
     /// A fresh message id: unique across rooms, increasing. The id source is the store's, so a

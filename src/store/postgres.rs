@@ -35,7 +35,7 @@ use chatd_proto::names::{RoomName, UserName};
 
 use super::batch::{self, take_probes, Outcome, WriteOp, WriteQueue};
 use super::{
-    AuditEntry, Change, Millis, Position, Range, RoomId, StoreError, StoredAccount, StoredMessage, StoredRoom,
+    AuditEntry, Change, Millis, Position, Range, RoomId, Stamp, StoreError, StoredAccount, StoredMessage, StoredRoom,
     StoredTopic,
 };
 use crate::config::StorageSection;
@@ -60,7 +60,8 @@ const READERS: usize = 8;
 /// The schema, one migration per version; `chatd_schema.version` counts those applied. Version 1
 /// is SQLite's version 4 (moderation) in PostgreSQL's types, plus `message_ids`: the highest id
 /// ever committed or tombstoned, so a deleted message's id is never handed out again.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE accounts (
     name TEXT PRIMARY KEY,
     hash TEXT NOT NULL,
@@ -115,7 +116,12 @@ CREATE TABLE audit (
 );
 CREATE TABLE message_ids (high BIGINT NOT NULL);
 INSERT INTO message_ids (high) VALUES (0);
-"];
+",
+    "
+-- Version 2: a cluster node reads a room's messages by id (its latest, and those it missed).
+CREATE INDEX messages_by_room_and_id ON messages (room_id, id);
+",
+];
 
 /// Parses `storage.postgres_url` (a URL or a libpq key=value string) without connecting.
 pub fn check_url(url: &str) -> Result<tokio_postgres::Config, String> {
@@ -201,12 +207,23 @@ impl Postgres {
         self.clustered
     }
 
+    /// A room's messages with ids after `after` up to `upto`, in id order.
+    pub async fn between(&self, room: RoomId, after: u64, upto: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        let (after, upto) = (after.min(i64::MAX as u64) as i64, upto.min(i64::MAX as u64) as i64);
+        let rows = self
+            .query(
+                "SELECT id, ts_ms, sender, text, guest FROM messages WHERE room_id = $1 AND id > $2 AND id <= $3 \
+                 ORDER BY id",
+                &[&room, &after, &upto],
+            )
+            .await?;
+        Ok(rows.iter().map(stored_message).collect())
+    }
+
     /// The latest message id of each room (rooms without messages are left out).
     pub async fn heads(&self, rooms: Vec<RoomId>) -> Result<Vec<(RoomId, u64)>, StoreError> {
-        let rows = self
-            .query("SELECT room_id, MAX(id) FROM messages WHERE room_id = ANY($1) GROUP BY room_id", &[&rooms])
-            .await?;
-        Ok(rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64)).collect())
+        let rows = self.query(LATEST_OF_ROOMS, &[&rooms]).await?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0), latest(r).id)).collect())
     }
 
     /// A fresh message id: this process holds the database's lock, so an atomic seeded with the
@@ -610,12 +627,12 @@ async fn apply_all(
         if matches!(batch[i], WriteOp::Append { .. }) {
             let end =
                 batch[i..].iter().position(|op| !matches!(op, WriteOp::Append { .. })).map_or(batch.len(), |n| i + n);
-            let ids = match clustered {
+            let stamps = match clustered {
                 true => number_run(tx, &batch[i..end], &mut sequenced).await?,
-                false => batch[i..end].iter().map(append_id).collect(),
+                false => batch[i..end].iter().map(append_stamp).collect(),
             };
-            append_run(tx, &batch[i..end], &ids).await?;
-            outcomes.extend(ids.into_iter().map(Outcome::Id));
+            append_run(tx, &batch[i..end], &stamps).await?;
+            outcomes.extend(stamps.into_iter().map(Outcome::Stamp));
             i = end;
         } else {
             outcomes.push(apply(tx, &batch[i], now).await?);
@@ -625,40 +642,50 @@ async fn apply_all(
     Ok((outcomes, sequenced))
 }
 
-fn append_id(op: &WriteOp) -> u64 {
+fn append_stamp(op: &WriteOp) -> Stamp {
     match op {
-        WriteOp::Append { message, .. } => message.id(),
+        WriteOp::Append { message, .. } => Stamp { id: message.id(), time: message.time() },
         _ => unreachable!("a run of appends"),
     }
 }
 
 /// A cluster node's run of appends gets its ids: the next ones after `message_ids.high`, raised in
 /// this transaction (its row lock, held to the commit, orders the commits of every node), and,
-/// for each, the id of its room's message before it.
+/// for each, the id of its room's message before it. A message's time is raised to that
+/// message's, so that time order and id order agree in every room (HISTORY pages by time).
 async fn number_run(
     tx: &Transaction<'_>,
     run: &[WriteOp],
     sequenced: &mut Vec<super::Sequenced>,
-) -> Result<Vec<u64>, StoreError> {
+) -> Result<Vec<Stamp>, StoreError> {
     let raise = tx.prepare_cached("UPDATE message_ids SET high = high + $1 RETURNING high").await?;
     let high = tx.query_one(&raise, &[&(run.len() as i64)]).await?.get::<_, i64>(0) as u64;
     let first = high + 1 - run.len() as u64;
     let mut rooms: Vec<RoomId> = run.iter().map(append_room).collect();
     rooms.sort_unstable();
     rooms.dedup();
-    let heads =
-        tx.prepare_cached("SELECT room_id, MAX(id) FROM messages WHERE room_id = ANY($1) GROUP BY room_id").await?;
-    let mut last: std::collections::HashMap<RoomId, u64> =
-        tx.query(&heads, &[&rooms]).await?.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64)).collect();
-    let mut ids = Vec::with_capacity(run.len());
+    let heads = tx.prepare_cached(LATEST_OF_ROOMS).await?;
+    let mut last: std::collections::HashMap<RoomId, Stamp> =
+        tx.query(&heads, &[&rooms]).await?.iter().map(|r| (r.get(0), latest(r))).collect();
+    let mut stamps = Vec::with_capacity(run.len());
     for (n, op) in run.iter().enumerate() {
         let WriteOp::Append { message, room, .. } = op else { unreachable!("a run of appends") };
-        let id = first + n as u64;
-        let prev = last.insert(*room, id).unwrap_or(0);
-        sequenced.push(super::Sequenced { room: *room, id, prev, message: message.clone() });
-        ids.push(id);
+        let before = last.get(room).copied().unwrap_or(Stamp { id: 0, time: 0 });
+        let stamp = Stamp { id: first + n as u64, time: message.time().max(before.time) };
+        last.insert(*room, stamp);
+        let (id, time, prev) = (stamp.id, stamp.time, before.id);
+        sequenced.push(super::Sequenced { room: *room, id, time, prev, message: message.clone() });
+        stamps.push(stamp);
     }
-    Ok(ids)
+    Ok(stamps)
+}
+
+/// Each room's latest message (by id: one step in the `messages_by_room_and_id` index).
+const LATEST_OF_ROOMS: &str = "SELECT r, m.id, m.ts_ms FROM UNNEST($1::BIGINT[]) AS r \
+     CROSS JOIN LATERAL (SELECT id, ts_ms FROM messages WHERE room_id = r ORDER BY id DESC LIMIT 1) AS m";
+
+fn latest(row: &Row) -> Stamp {
+    Stamp { id: row.get::<_, i64>(1) as u64, time: row.get(2) }
 }
 
 fn append_room(op: &WriteOp) -> RoomId {
@@ -671,18 +698,18 @@ fn append_room(op: &WriteOp) -> RoomId {
 /// Inserts consecutive appends in one statement. A message deleted between its acceptance and
 /// this commit (a tombstone) stays deleted. The high-water mark of ids moves in the same
 /// transaction.
-async fn append_run(tx: &Transaction<'_>, run: &[WriteOp], numbered: &[u64]) -> Result<(), StoreError> {
+async fn append_run(tx: &Transaction<'_>, run: &[WriteOp], stamps: &[Stamp]) -> Result<(), StoreError> {
     let mut ids = Vec::with_capacity(run.len());
     let mut rooms = Vec::with_capacity(run.len());
     let mut times = Vec::with_capacity(run.len());
     let mut senders = Vec::with_capacity(run.len());
     let mut texts = Vec::with_capacity(run.len());
     let mut guests = Vec::with_capacity(run.len());
-    for (op, id) in run.iter().zip(numbered) {
+    for (op, stamp) in run.iter().zip(stamps) {
         if let WriteOp::Append { message: m, room, .. } = op {
-            ids.push(*id as i64);
+            ids.push(stamp.id as i64);
             rooms.push(*room);
-            times.push(m.time());
+            times.push(stamp.time);
             senders.push(m.sender());
             texts.push(m.text());
             guests.push(m.guest());
@@ -919,7 +946,7 @@ mod tests {
         }
         let mut acked = Vec::new();
         for w in waits {
-            acked.push(w.await.unwrap().unwrap());
+            acked.push(w.await.unwrap().unwrap().id);
         }
         let mut unique = acked.clone();
         unique.sort_unstable();

@@ -492,7 +492,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<Outcome, StoreError> {
                  WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id = ?1)",
             )?
             .execute(params![m.id() as i64, room, m.time(), m.sender(), m.text(), m.guest() as i64])?;
-            Outcome::Id(m.id())
+            Outcome::Stamp(super::Stamp { id: m.id(), time: m.time() })
         }
         WriteOp::CreateAccount { name, hash, .. } => {
             let n = tx
