@@ -28,6 +28,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// headers of 2.2+), and a subscription that goes on receiving after the server restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_2_9_speaks_with_async_nats() {
+    // Serial with the cluster tests too: one of those stops its NATS for seconds, leaving its port
+    // free for another test's new server to take.
+    let _serial = SERIAL.lock().await;
     let mut nats = NatsServer::start();
     let (client, mut client_events) = connect_watching(&nats.url()).await;
     let version = client.server_info().version;
@@ -73,7 +76,18 @@ async fn nats_2_9_speaks_with_async_nats() {
     client.flush().await.unwrap();
     let m = tokio::time::timeout(PATIENCE, sub.next()).await.expect("a message after the restart").expect("subscribed");
     assert_eq!(&m.payload[..], b"after the restart");
-    let answer = tokio::time::timeout(PATIENCE, client.request("post.lounge", "m2".into())).await.unwrap().unwrap();
+    // The responder's subscription is made again on its new connection shortly after it says
+    // "connected": until then a request finds no responders.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let answer = loop {
+        match tokio::time::timeout(PATIENCE, client.request("post.lounge", "m2".into())).await.unwrap() {
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                assert!(tokio::time::Instant::now() < deadline, "the responder never subscribed again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.expect("a reply after the restart"),
+        }
+    };
     assert_eq!(&answer.payload[..], b"ack m2");
 }
 
