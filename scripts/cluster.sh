@@ -108,14 +108,15 @@ ca="$work/n1/certs/ca.pem"
 addr() { sed -n 's/^chatd listening tls //p' "$work/n$1/chatd.out"; }
 irc() { sed -n 's/^chatd listening irc //p' "$work/n$1/chatd.out"; }
 
-"$bin/chatd-bot" --addr "$(addr 1)" --ca "$ca" --password-file "$work/n1/data/stockbot.secret" \
+# The bot takes every node's address: it connects to n1, and to the next one when n1 is gone.
+"$bin/chatd-bot" --addr "$(addr 1),$(addr 2),$(addr 3)" --ca "$ca" --password-file "$work/n1/data/stockbot.secret" \
   2>"$work/bot.log" &
 pids+=($!)
 
 cat <<MSG
 
 A three-node chatd cluster is up: one server on three nodes, one PostgreSQL database, one NATS.
-  n1  $(addr 1)  (IRC $(irc 1))  pid $(cat "$work/n1/pid")   the stock bot is connected here
+  n1  $(addr 1)  (IRC $(irc 1))  pid $(cat "$work/n1/pid")   the stock bot is connected here (to n2 if n1 dies)
   n2  $(addr 2)  (IRC $(irc 2))  pid $(cat "$work/n2/pid")
   n3  $(addr 3)  (IRC $(irc 3))  pid $(cat "$work/n3/pid")
 In three terminals, one per node (all nodes share the CA $ca):
