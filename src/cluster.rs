@@ -127,6 +127,15 @@ enum WireEvent {
         text: String,
         guest: bool,
     },
+    /// A login to `user` failed (from `address`), or succeeded (`address` empty): the throttle.
+    Login {
+        user: String,
+        address: Option<std::net::IpAddr>,
+    },
+    /// An account was registered from `address` (the registration limits).
+    Registered {
+        address: std::net::IpAddr,
+    },
     /// Every connection of `user` is closed (account disabled, KILL).
     Close {
         user: String,
@@ -214,6 +223,16 @@ impl Cluster {
         let event =
             WireEvent::Close { user: user.to_string(), from: notice.from.to_string(), text: notice.text.clone() };
         self.send(EVENTS, &Envelope { node: self.node.clone(), event });
+    }
+
+    /// Tells the other nodes of a failed (`from` given) or successful login to `user`.
+    pub fn publish_login(&self, user: &UserName, from: Option<std::net::IpAddr>) {
+        let event = WireEvent::Login { user: user.to_string(), address: from };
+        self.send(EVENTS, &Envelope { node: self.node.clone(), event });
+    }
+
+    pub fn publish_registered(&self, from: std::net::IpAddr) {
+        self.send(EVENTS, &Envelope { node: self.node.clone(), event: WireEvent::Registered { address: from } });
     }
 
     pub fn publish_room_created(&self, room: &RoomName) {
@@ -328,6 +347,7 @@ async fn on_posts(chat: &Chat, cluster: &Cluster, payload: &[u8]) {
         return; // delivered here when committed
     }
     let Some(room) = RoomName::parse(&posts.room) else { return };
+    crate::metrics::metrics().cluster_received.inc_by(posts.messages.len() as u64);
     let mut list = Vec::with_capacity(posts.messages.len());
     for m in posts.messages {
         let Some(sender) = UserName::parse(&m.sender) else { continue };
@@ -349,6 +369,14 @@ async fn on_event(chat: &Chat, cluster: &Cluster, payload: &[u8]) {
                 chat.users.tell(&user, &Event::Close(Arc::new(Notice { from, text })));
             }
         }
+        WireEvent::Login { user, address } => {
+            let Some(user) = name(&user) else { return };
+            match address {
+                Some(from) => chat.accounts.failed_elsewhere(&user, from),
+                None => chat.accounts.succeeded_elsewhere(&user),
+            }
+        }
+        WireEvent::Registered { address } => chat.accounts.registered_elsewhere(address),
         WireEvent::Notice { from, text } => {
             if let Some(from) = name(&from) {
                 chat.users.tell_everyone(&Event::Notice(Arc::new(Notice { from, text })));
@@ -420,6 +448,9 @@ fn on_heartbeat(cluster: &Cluster, payload: &[u8]) {
     }
     let mut peers = cluster.peers.lock().unwrap_or_else(|p| p.into_inner());
     peers.insert(beat.node, Peer { seen: Instant::now(), bots: beat.bots });
+    peers.retain(|_, p| p.seen.elapsed() < PEER_TIMEOUT * 12);
+    let live = peers.values().filter(|p| p.seen.elapsed() < PEER_TIMEOUT).count();
+    crate::metrics::metrics().cluster_peers.set(live as i64);
 }
 
 /// Once a second: the heartbeat, and each running room asked to catch up to its latest id in
@@ -430,6 +461,11 @@ async fn ticker(chat: Arc<Chat>, cluster: Arc<Cluster>) {
     loop {
         tick.tick().await;
         cluster.send(HEARTBEATS, &Heartbeat { node: cluster.node.clone(), bots: chat.bots.words() });
+        let live = {
+            let peers = cluster.peers.lock().unwrap_or_else(|p| p.into_inner());
+            peers.values().filter(|p| p.seen.elapsed() < PEER_TIMEOUT).count()
+        };
+        crate::metrics::metrics().cluster_peers.set(live as i64);
         let running = chat.rooms.running_all();
         if running.is_empty() {
             continue;
@@ -525,6 +561,7 @@ fn core_event(event: WireEvent) -> Option<(RoomName, Event)> {
             (c.room.clone(), Event::Command(Arc::new(c)))
         }
         WireEvent::Close { .. } | WireEvent::Notice { .. } | WireEvent::RoomCreated { .. } => return None,
+        WireEvent::Login { .. } | WireEvent::Registered { .. } => return None,
         WireEvent::RoomDeleted { .. } => return None,
     })
 }

@@ -111,6 +111,13 @@ pub struct Metrics {
     pub flood_delays: Counter,
     pub storage_errors: Counter,
     refusals: [Counter; 3],
+    /// A cluster node's: the other nodes heard from lately.
+    pub cluster_peers: Gauge,
+    /// A cluster node's: messages read from the store because they did not arrive from the other
+    /// nodes in time (a gap, or one missed with nothing after it).
+    pub cluster_backfilled: Counter,
+    /// A cluster node's: committed messages received from the other nodes.
+    pub cluster_received: Counter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -202,6 +209,20 @@ impl Metrics {
         registry.register("admissions_refused", "New connections refused at the gate, by reason", refusals.clone());
         let refusals = ["server_full", "too_many_from_address", "too_many_new_from_address"]
             .map(|r| refusals.get_or_create(&[("reason", r)]).clone());
+        let cluster_peers = Gauge::default();
+        registry.register("cluster_peers", "Other cluster nodes heard from in the last 5 s", cluster_peers.clone());
+        let cluster_backfilled = Counter::default();
+        registry.register(
+            "cluster_backfilled_messages",
+            "Messages a cluster node read from the store because they did not come from the other nodes in time",
+            cluster_backfilled.clone(),
+        );
+        let cluster_received = Counter::default();
+        registry.register(
+            "cluster_received_messages",
+            "Committed messages received from the other cluster nodes",
+            cluster_received.clone(),
+        );
         Metrics {
             registry,
             connections,
@@ -219,6 +240,9 @@ impl Metrics {
             flood_delays,
             storage_errors,
             refusals,
+            cluster_peers,
+            cluster_backfilled,
+            cluster_received,
         }
     }
 
@@ -314,6 +338,9 @@ mod tests {
             "chatd_flood_delays_total",
             "chatd_storage_errors_total",
             "chatd_admissions_refused_total{reason=\"server_full\"}",
+            "chatd_cluster_peers",
+            "chatd_cluster_backfilled_messages_total",
+            "chatd_cluster_received_messages_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -33,6 +33,8 @@ pub struct Accounts {
     failures: Backoff<Who>,
     registrations_per_address: WindowCounter<IpAddr>,
     registrations: WindowCounter<()>,
+    /// On a cluster node: the other nodes share the login throttle and the registration limits.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Who logged in.
@@ -65,7 +67,46 @@ impl Accounts {
                 limits.registrations_per_address_per_hour,
             ),
             registrations: WindowCounter::new(Duration::from_secs(3600), limits.registrations_per_hour),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes the login throttle and the registration limits the cluster's (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// A failed login or password check: the account and the address wait longer next time, on
+    /// every node.
+    fn failed(&self, user: &UserName, from: IpAddr) {
+        self.failed_elsewhere(user, from);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.publish_login(user, Some(from));
+        }
+    }
+
+    fn succeeded(&self, user: &UserName) {
+        self.succeeded_elsewhere(user);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.publish_login(user, None);
+        }
+    }
+
+    /// Another node's failed login.
+    pub fn failed_elsewhere(&self, user: &UserName, from: IpAddr) {
+        self.failures.fail(&Who::Account(user.clone()));
+        self.failures.fail(&Who::Address(from));
+    }
+
+    /// Another node's successful login: the account's count is cleared.
+    pub fn succeeded_elsewhere(&self, user: &UserName) {
+        self.failures.clear(&Who::Account(user.clone()));
+    }
+
+    /// Another node's registration counts against the limits here too.
+    pub fn registered_elsewhere(&self, from: IpAddr) {
+        let _ = self.registrations_per_address.hit(&from);
+        let _ = self.registrations.hit(&());
     }
 
     /// Opens or closes registration (a reload).
@@ -100,6 +141,9 @@ impl Accounts {
         if !created {
             return Err(ChatError::NameTaken);
         }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.publish_registered(from);
+        }
         metrics().registrations.inc();
         tracing::info!(user = %user, %from, "account registered");
         Ok(LoggedIn { user: user.clone(), is_bot: false })
@@ -120,13 +164,12 @@ impl Accounts {
         let known = hash.is_some();
         let ok = self.verify(password, hash.unwrap_or_else(|| self.dummy_hash.clone())).await && known;
         if !ok {
-            self.failures.fail(&account);
-            self.failures.fail(&address);
+            self.failed(user, from);
             metrics().login(LoginResult::Failed);
             tracing::info!(user = %user, %from, "login failed");
             return Err(ChatError::BadCredentials);
         }
-        self.failures.clear(&account);
+        self.succeeded(user);
         // Only someone who knows the password learns that the account is disabled.
         if let Some(reason) = disabled {
             metrics().login(LoginResult::Failed);
@@ -147,11 +190,10 @@ impl Accounts {
         let hash = self.store.account_hash(user.clone()).await?;
         let known = hash.is_some();
         if !(self.verify(password, hash.unwrap_or_else(|| self.dummy_hash.clone())).await && known) {
-            self.failures.fail(&account);
-            self.failures.fail(&address);
+            self.failed(user, from);
             return Err(ChatError::BadCredentials);
         }
-        self.failures.clear(&account);
+        self.succeeded(user);
         Ok(())
     }
 

@@ -131,6 +131,9 @@ impl Chat {
             true => Some(crate::cluster::Cluster::connect(&config.cluster).await?),
             false => None,
         };
+        if let Some(cluster) = &cluster {
+            accounts.set_cluster(cluster.clone());
+        }
         let initial: Vec<RoomName> = config
             .rooms
             .initial

@@ -595,6 +595,7 @@ impl Room {
         let newest = messages.last().map_or(0, |m| m.id);
         for m in messages {
             if m.id > self.last_id {
+                crate::metrics::metrics().cluster_backfilled.inc();
                 self.accept(Posted::new(m, None));
             }
         }
@@ -607,6 +608,8 @@ impl Room {
     /// An event from another node: the room's state follows it, and the members here are told.
     fn apply_remote(&mut self, event: Event) {
         match &event {
+            // A user also here (another connection) neither arrives nor leaves for the members here.
+            Event::Joined(m) | Event::Parted(m) if self.users.contains_key(&m.user) => return,
             Event::Topic(change) => self.topic = Some(change.topic.clone()),
             Event::Kicked(kick) => {
                 let kick = Kick {
