@@ -151,10 +151,24 @@ async fn accounts_rooms_and_room_events_are_shared_by_every_node() {
     w1.wait_for_event("JOIN", &["alpha", "traveller"], None).await;
     w2.wait_for_event("JOIN", &["alpha", "traveller"], None).await;
     let mut names_on2 = c.nodes[1].member("lurker", "alpha").await;
-    let names = call(&mut names_on2, "NAMES alpha").await;
-    let listed: HashSet<&str> = names.data.iter().map(|r| r.fields[1].as_str()).collect();
-    for user in ["ann", "watcher1", "watcher2", "watcher3", "traveller", "lurker"] {
-        assert!(listed.contains(user), "NAMES alpha on n2 lists {user}: {listed:?}");
+    // NAMES lists the users of the nodes that answer it within half a second (PROTOCOL.md,
+    // "Several nodes"): on a busy machine a node can be late, so it is asked until all are there.
+    let everyone: HashSet<String> =
+        ["ann", "watcher1", "watcher2", "watcher3", "traveller", "lurker"].map(String::from).into();
+    let deadline = tokio::time::Instant::now() + CLUSTER_PATIENCE;
+    loop {
+        let names = call(&mut names_on2, "NAMES alpha").await;
+        assert_eq!(names.fin.code, 200, "{:?}", names.fin);
+        let listed: HashSet<String> = names.data.iter().map(|r| r.fields[1].clone()).collect();
+        assert!(listed.is_subset(&everyone), "NAMES alpha on n2 lists users not in it: {listed:?}");
+        if listed == everyone {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "NAMES alpha on n2 never lists all of {everyone:?}: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // Roles: ann on n1 makes traveller (n3) an operator; traveller sets the topic on n3.
@@ -351,14 +365,19 @@ async fn kill_9_of_a_node_mid_burst_loses_nothing_acknowledged() {
             for p in 0..POSTERS_PER_NODE {
                 let label = format!("r{round}-n{}-p{p}", n + 1);
                 let conn = c.nodes[n].member(&format!("poster{}-{p}", n + 1), room).await;
-                posters.push((n, spawn_poster(conn, room, &label, PER_POSTER, 64, &traffic)));
+                // The victim's posters never run out: the kill always cuts them mid-burst.
+                let total = if n == victim { usize::MAX } else { PER_POSTER };
+                posters.push((n, spawn_poster(conn, room, &label, total, 64, &traffic)));
             }
         }
         traffic.wait_acked(KILL_AFTER, CLUSTER_PATIENCE).await;
         c.kill9(victim).await;
         let outcomes = Outcomes::collect(posters).await;
-        let total: usize = outcomes.values().map(|o| o.acked.len()).sum();
-        assert!(total < 3 * POSTERS_PER_NODE * PER_POSTER, "round {round}: the burst had finished before the kill");
+        assert!(
+            !outcomes[&victim].unanswered.is_empty(),
+            "round {round}: the kill left no post of n{} unanswered",
+            victim + 1
+        );
 
         // Survivors answer every post they were sent.
         for n in &survivors {

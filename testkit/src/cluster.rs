@@ -525,12 +525,15 @@ pub fn spawn_poster(
     let permits = Arc::new(Semaphore::new(window));
     let sent = Arc::new(AtomicUsize::new(0));
     let (fin_tx, mut fin_rx) = watch::channel(false);
-    let texts: Vec<String> = (0..total).map(|i| format!("{label} m{i}")).collect();
+    let text = {
+        let label = label.to_string();
+        move |i: usize| format!("{label} m{i}")
+    };
     let writing = {
-        let (permits, sent, texts, room) = (permits.clone(), sent.clone(), texts.clone(), room.to_string());
+        let (permits, sent, text, room) = (permits.clone(), sent.clone(), text.clone(), room.to_string());
         let mut stop = traffic.stop.subscribe();
         tokio::spawn(async move {
-            for (i, text) in texts.iter().enumerate() {
+            for i in 0..total {
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => p,
                     _ = stop.wait_for(|s| *s) => break,
@@ -541,7 +544,7 @@ pub fn spawn_poster(
                 }
                 permit.forget();
                 sent.store(i + 1, Ordering::SeqCst);
-                if writer.send(&format!("@m{i} MSG {room} {text}")).await.is_err() {
+                if writer.send(&format!("@m{i} MSG {room} {}", text(i))).await.is_err() {
                     break;
                 }
             }
@@ -585,11 +588,8 @@ pub fn spawn_poster(
         permits.close();
         let _ = tokio::time::timeout(PATIENCE, writing).await;
         let n = sent.load(Ordering::SeqCst);
-        texts
-            .into_iter()
-            .take(n)
-            .enumerate()
-            .map(|(i, text)| Posted { text, outcome: outcomes.get(i).cloned().unwrap_or(Outcome::Unanswered) })
+        (0..n)
+            .map(|i| Posted { text: text(i), outcome: outcomes.get(i).cloned().unwrap_or(Outcome::Unanswered) })
             .collect()
     })
 }
