@@ -57,6 +57,12 @@ async fn nats_2_9_speaks_with_async_nats() {
             }
         }
     });
+    // async-nats's flush() only writes out the client's buffer: it does not wait for the server to
+    // have processed the SUB, so another connection could still find no responders. A request on
+    // the responder's own connection (answered by itself) is a round trip behind its SUB.
+    let ready =
+        tokio::time::timeout(PATIENCE, responder.request("post.lounge", "ready".into())).await.unwrap().unwrap();
+    assert_eq!(&ready.payload[..], b"ack ready");
     let answer = tokio::time::timeout(PATIENCE, client.request("post.lounge", "m1".into())).await.unwrap().unwrap();
     assert_eq!(&answer.payload[..], b"ack m1");
 
