@@ -154,6 +154,13 @@ struct Envelope {
     event: WireEvent,
 }
 
+/// A NAMES from `node` (which answers its own).
+#[derive(Serialize, Deserialize)]
+struct NamesAsk {
+    node: String,
+    room: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Heartbeat {
     node: String,
@@ -194,7 +201,8 @@ impl Cluster {
         }
         let inbox = self.nats.new_inbox();
         let Ok(mut answers) = self.nats.subscribe(inbox.clone()).await else { return Vec::new() };
-        if self.nats.publish_with_reply(NAMES, inbox, room.to_string().into()).await.is_err() {
+        let ask = serde_json::to_vec(&NamesAsk { node: self.node.clone(), room: room.to_string() }).unwrap_or_default();
+        if self.nats.publish_with_reply(NAMES, inbox, ask.into()).await.is_err() {
             return Vec::new();
         }
         let mut names = Vec::new();
@@ -208,6 +216,7 @@ impl Cluster {
                 _ => break,
             }
         }
+        tracing::debug!(peers, names = names.len(), "NAMES: the other nodes' answers");
         names
     }
 
@@ -330,12 +339,14 @@ async fn subscriber(chat: Arc<Chat>, cluster: Arc<Cluster>) {
     let mut events = subscribe(EVENTS).await;
     let mut beats = subscribe(HEARTBEATS).await;
     let mut names = subscribe(NAMES).await;
+    // Said once subscribed: the nodes that did not know this one answer with theirs at once.
+    beat(&chat, &cluster);
     loop {
         tokio::select! {
             Some(m) = names.next() => on_names(&chat, &cluster, m),
             Some(m) = messages.next() => on_posts(&chat, &cluster, &m.payload).await,
             Some(m) = events.next() => on_event(&chat, &cluster, &m.payload).await,
-            Some(m) = beats.next() => on_heartbeat(&cluster, &m.payload),
+            Some(m) = beats.next() => on_heartbeat(&chat, &cluster, &m.payload),
             else => break,
         }
     }
@@ -346,7 +357,7 @@ async fn on_posts(chat: &Chat, cluster: &Cluster, payload: &[u8]) {
     if posts.node == cluster.node {
         return; // delivered here when committed
     }
-    let Some(room) = RoomName::parse(&posts.room) else { return };
+    let Some(room) = conversation(&posts.room) else { return };
     crate::metrics::metrics().cluster_received.inc_by(posts.messages.len() as u64);
     let mut list = Vec::with_capacity(posts.messages.len());
     for m in posts.messages {
@@ -427,8 +438,11 @@ async fn on_event(chat: &Chat, cluster: &Cluster, payload: &[u8]) {
 /// Another node's NAMES: the room's users here (none when it does not run here).
 fn on_names(chat: &Arc<Chat>, cluster: &Cluster, request: async_nats::Message) {
     let Some(reply) = request.reply else { return };
-    let room = std::str::from_utf8(&request.payload).ok().and_then(RoomName::parse);
-    let handle = room.and_then(|r| chat.rooms.running(&r));
+    let Ok(ask) = serde_json::from_slice::<NamesAsk>(&request.payload) else { return };
+    if ask.node == cluster.node {
+        return;
+    }
+    let handle = RoomName::parse(&ask.room).and_then(|r| chat.rooms.running(&r));
     let nats = cluster.nats.clone();
     // Answered from a task of its own: the room's answer must not hold up the subscriber.
     tokio::spawn(async move {
@@ -441,13 +455,22 @@ fn on_names(chat: &Arc<Chat>, cluster: &Cluster, request: async_nats::Message) {
     });
 }
 
-fn on_heartbeat(cluster: &Cluster, payload: &[u8]) {
-    let Ok(beat) = serde_json::from_slice::<Heartbeat>(payload) else { return };
-    if beat.node == cluster.node {
+/// This node's heartbeat: it is alive, and its bots serve these words.
+fn beat(chat: &Chat, cluster: &Cluster) {
+    cluster.send(HEARTBEATS, &Heartbeat { node: cluster.node.clone(), bots: chat.bots.words() });
+}
+
+fn on_heartbeat(chat: &Chat, cluster: &Cluster, payload: &[u8]) {
+    let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(payload) else { return };
+    if heartbeat.node == cluster.node {
         return;
     }
     let mut peers = cluster.peers.lock().unwrap_or_else(|p| p.into_inner());
-    peers.insert(beat.node, Peer { seen: Instant::now(), bots: beat.bots });
+    let fresh = Peer { seen: Instant::now(), bots: heartbeat.bots };
+    if peers.insert(heartbeat.node, fresh).is_none_or(|old| old.seen.elapsed() >= PEER_TIMEOUT) {
+        // A node new (or back): it learns of this one now rather than within a second.
+        beat(chat, cluster);
+    }
     peers.retain(|_, p| p.seen.elapsed() < PEER_TIMEOUT * 12);
     let live = peers.values().filter(|p| p.seen.elapsed() < PEER_TIMEOUT).count();
     crate::metrics::metrics().cluster_peers.set(live as i64);
@@ -460,7 +483,7 @@ async fn ticker(chat: Arc<Chat>, cluster: Arc<Cluster>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        cluster.send(HEARTBEATS, &Heartbeat { node: cluster.node.clone(), bots: chat.bots.words() });
+        beat(&chat, &cluster);
         let live = {
             let peers = cluster.peers.lock().unwrap_or_else(|p| p.into_inner());
             peers.values().filter(|p| p.seen.elapsed() < PEER_TIMEOUT).count()
@@ -477,6 +500,17 @@ async fn ticker(chat: Arc<Chat>, cluster: Arc<Cluster>) {
                 handle.catch_up(head).await;
             }
         }
+    }
+}
+
+/// A room's name, or a conversation of two users' (`@alice,bob`: no room name has an `@`).
+fn conversation(name: &str) -> Option<RoomName> {
+    match name.strip_prefix('@') {
+        Some(pair) => {
+            let (a, b) = pair.split_once(',')?;
+            Some(RoomName::direct(&UserName::parse(a)?, &UserName::parse(b)?))
+        }
+        None => RoomName::parse(name),
     }
 }
 

@@ -156,10 +156,18 @@ impl<T> Client<T> {
     pub async fn kick(&mut self, room: &RoomName, user: &UserName, reason: &str) -> Result<usize, ChatError> {
         let (me, _, _) = self.operator_of(room)?;
         let handle = self.chat.rooms.get(room, None).await?;
-        let kick = Kick { room: room.clone(), user: user.clone(), by: me.clone(), reason: reason.to_string() };
-        let removed = handle.kick(kick).await?;
+        let kick = || Kick { room: room.clone(), user: user.clone(), by: me.clone(), reason: reason.to_string() };
+        let mut removed = handle.kick(kick()).await?;
         if removed == 0 {
-            return Err(ChatError::NotInRoom(room.clone(), user.clone()));
+            // On a cluster node the user may be in the room on another node.
+            let elsewhere = match &self.chat.cluster {
+                Some(cluster) => cluster.remote_names(room).await.contains(user),
+                None => false,
+            };
+            if !elsewhere {
+                return Err(ChatError::NotInRoom(room.clone(), user.clone()));
+            }
+            removed = handle.kick_elsewhere(kick()).await?;
         }
         self.audited(None, &me, "kick", &format!("{room} {user}"), reason).await?;
         Ok(removed)

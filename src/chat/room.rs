@@ -114,8 +114,11 @@ enum Ask {
         id: u64,
     },
     /// Removes every connection of `kick.user` (telling the members first); answers how many.
+    /// `elsewhere`: the user is in the room on another node, so the kick goes out even with none
+    /// here.
     Kick {
         kick: Kick,
+        elsewhere: bool,
         reply: oneshot::Sender<usize>,
     },
     /// Drops a deleted message from the cache and tells the members but `conn` (when it was
@@ -310,7 +313,13 @@ impl RoomHandle {
     /// Removes every connection of `kick.user` from the room; the members (the user's
     /// connections included) get the kick first. Returns how many connections were removed.
     pub async fn kick(&self, kick: Kick) -> Result<usize, ChatError> {
-        self.ask(|reply| Ask::Kick { kick, reply }).await
+        self.ask(|reply| Ask::Kick { kick, elsewhere: false, reply }).await
+    }
+
+    /// A cluster node's kick of a user who is in the room on another node: the members of every
+    /// node are told, and each node removes the user's connections there.
+    pub async fn kick_elsewhere(&self, kick: Kick) -> Result<usize, ChatError> {
+        self.ask(|reply| Ask::Kick { kick, elsewhere: true, reply }).await
     }
 
     /// Drops a deleted message from the cache and tells the members but `conn`. Returns whether
@@ -477,8 +486,8 @@ impl Room {
                 let _ = reply.send(self.set_topic(conn, topic));
             }
             Ask::Retract { id } => self.recent.retain(|p| p.msg.id != id),
-            Ask::Kick { kick, reply } => {
-                let _ = reply.send(self.kick(kick));
+            Ask::Kick { kick, elsewhere, reply } => {
+                let _ = reply.send(self.kick(kick, elsewhere));
             }
             Ask::Delete { conn, deletion, stored, reply } => {
                 let cached = self.recent.iter().any(|p| p.msg.id == deletion.id);
@@ -618,7 +627,7 @@ impl Room {
                     by: kick.by.clone(),
                     reason: kick.reason.clone(),
                 };
-                self.kick(kick);
+                self.kick(kick, false);
                 return;
             }
             Event::Deleted(deletion) => self.recent.retain(|p| p.msg.id != deletion.id),
@@ -697,9 +706,9 @@ impl Room {
     }
 
     /// Removes every connection of the kicked user, after telling the members (them included).
-    fn kick(&mut self, kick: Kick) -> usize {
+    fn kick(&mut self, kick: Kick, elsewhere: bool) -> usize {
         let conns: Vec<ConnId> = self.members.iter().filter(|(_, m)| m.user == kick.user).map(|(c, _)| *c).collect();
-        if conns.is_empty() {
+        if conns.is_empty() && !elsewhere {
             return 0;
         }
         self.broadcast(Event::Kicked(Arc::new(kick)), None);
