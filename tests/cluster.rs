@@ -202,7 +202,7 @@ async fn accounts_rooms_and_room_events_are_shared_by_every_node() {
     }
 
     // A KICK on n1 of a member on n2: they are out, everyone is told.
-    assert_eq!(code(&mut ann, "KICK alpha lurker :not here").await, 200);
+    assert_eq!(code(&mut ann, "KICK alpha lurker not here").await, 200);
     let kicked = testkit::expect_line(&mut names_on2, "the KICK", |l| l.is_event("KICK")).await;
     let chatd_proto::ServerLine::Event(kick) = kicked else { unreachable!() };
     assert_eq!((kick.fields.join(" "), kick.text.as_deref()), ("alpha lurker ann".to_string(), Some("not here")));
