@@ -149,12 +149,11 @@ start_before() {
     CHATD_BIN=$CHATD_BEFORE start_chatd "$1" || return 1
 }
 # chatd's IRC front end: the same daemon and configuration plus CHATD_IRC_TOML, spoken to with
-# --proto irc. (The IRC front end arrives with issue 11; until then chatd refuses the [irc] keys.
-# It wants a login before JOIN: chatd-bench's IRC registration, NICK/USER only, will need a PASS
-# or SASL step with --password for it, and the accounts must exist or be registered first.)
+# --proto irc. chatd lets only accounts join: each client registers its account first
+# (--irc-register: draft/account-registration), as compare.sh's chatdirc does.
 start_chatd_irc() {
     EXTRA_TOML=$CHATD_IRC_TOML start_chatd "$1" || return 1
-    PROTO=irc
+    PROTO=irc BENCH_ARGS=(--irc-register)
     if [ "$TLS" = 1 ]; then ADDR=$CHATD_IRC_TLS_ADDR; else ADDR=$CHATD_IRC_PLAIN_ADDR; fi
 }
 start_bare() {
@@ -191,6 +190,7 @@ for s in $SERVERS; do
     dir=$WORK/$s
     mkdir -p "$dir"
     log "$s: starting under callgrind"
+    BENCH_ARGS=()
     if ! "start_$s" "$dir"; then
         log "$s: did not start (see above); skipped"
         stop_daemon
@@ -198,7 +198,7 @@ for s in $SERVERS; do
         continue
     fi
     log "$s: $CLIENTS clients, $ROOMS rooms, $SENDERS senders x $MESSAGES messages at $RATE msgs/s ($PROTO, TLS=$TLS)"
-    if ! "$BENCH" --proto "$PROTO" --addr "$ADDR" "${TLSARGS[@]}" --pid "$DAEMON_PID" --prefix n \
+    if ! "$BENCH" --proto "$PROTO" --addr "$ADDR" "${TLSARGS[@]}" "${BENCH_ARGS[@]}" --pid "$DAEMON_PID" --prefix n \
         --concurrency 16 --setup-timeout 300 --timeout 900 --json "$OUT/$s.json" \
         fanout --clients "$CLIENTS" --rooms "$ROOMS" --senders "$SENDERS" --messages "$MESSAGES" \
         --rate "$RATE" --size "$SIZE" --drain 30 \
