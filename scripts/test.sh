@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 # systemd: `systemd-analyze verify` on the units of the Debian package; systemd need not run),
 # promtool (package prometheus: checks the metrics exposition in tests/observe.rs), chromium (the
 # web client's browser test, bot/tests/web_browser.rs) and node/npm (Node.js 20 or later: the web
-# client's unit tests and Playwright), PostgreSQL (below).
+# client's unit tests and Playwright), nats-server (the cluster tests, tests/cluster.rs, start
+# throwaway NATS servers for the nodes' messages to each other; testkit/src/nats.rs), PostgreSQL
+# (below).
 need=()
 for pair in openssl:openssl tmux:tmux irssi:irssi weechat-headless:weechat-headless systemd-analyze:systemd \
-  chromium:chromium node:nodejs npm:npm; do
+  chromium:chromium node:nodejs npm:npm nats-server:nats-server; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)

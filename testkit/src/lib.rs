@@ -5,7 +5,9 @@
 //! `cargo test --workspace` builds every binary before it runs any test, so `target/debug/chatd`
 //! (and `chatd-bot`, `chat`, `chatd-bench`) are there when the tests need them.
 
+pub mod cluster;
 pub mod irc_clients;
+pub mod nats;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
