@@ -23,7 +23,12 @@ pub enum Proto {
 #[derive(Clone)]
 pub struct Target {
     pub proto: Proto,
+    /// Where this target connects (the first of `addrs` until `for_client` picks one).
     pub addr: String,
+    /// Every `--addr`: posting client i connects to `addrs[i % n]`.
+    pub addrs: Vec<String>,
+    /// `--recv-addr`: where the clients that never post connect (`addrs` when empty).
+    pub recv_addrs: Vec<String>,
     pub tls: Option<Arc<ClientConfig>>,
     /// Open a WebSocket (`/ws`) over the connection, and speak the protocol in its messages.
     pub ws: bool,
@@ -88,6 +93,17 @@ pub fn connect_error(addr: &str, e: std::io::Error) -> anyhow::Error {
 impl Target {
     pub fn user(&self, i: usize) -> String {
         format!("{}{:05}", self.prefix, i)
+    }
+
+    /// The target client `i` connects to: posting clients spread round robin over `addrs`, the
+    /// others over `recv_addrs` (or `addrs`).
+    pub fn for_client(&self, i: usize, posts: bool) -> Target {
+        let list = if posts || self.recv_addrs.is_empty() { &self.addrs } else { &self.recv_addrs };
+        let mut t = self.clone();
+        if !list.is_empty() {
+            t.addr = list[i % list.len()].clone();
+        }
+        t
     }
 
     /// The line that posts `text` to `room`.
@@ -317,6 +333,28 @@ mod tests {
         assert_eq!(m.params, ["irc.local"]);
         let m = parse_irc(":srv 366 nick #chan :End of /NAMES list.").unwrap();
         assert_eq!(m.params[1], "#chan");
+    }
+
+    #[test]
+    fn clients_spread_over_the_addresses() {
+        let t = Target {
+            proto: Proto::Chatd,
+            addr: "a".into(),
+            addrs: vec!["a".into(), "b".into()],
+            recv_addrs: vec![],
+            tls: None,
+            ws: false,
+            server_name: "localhost".into(),
+            prefix: "p".into(),
+            password: "pw".into(),
+            first_verb: "REGISTER",
+            irc_register: false,
+            setup_timeout: Duration::from_secs(1),
+        };
+        let at = |t: &Target, i, posts| t.for_client(i, posts).addr;
+        assert_eq!([at(&t, 0, true), at(&t, 1, true), at(&t, 2, false)], ["a", "b", "a"]);
+        let t = Target { recv_addrs: vec!["r".into()], ..t };
+        assert_eq!([at(&t, 3, true), at(&t, 3, false), at(&t, 4, false)], ["b", "r", "r"]);
     }
 
     #[test]

@@ -242,11 +242,13 @@ pub fn end_progress(h: tokio::task::JoinHandle<()>) {
 }
 
 impl Fleet {
-    /// Connects `n` clients (`concurrency` at a time); client `i` is user `first_user + i` and
-    /// joins room `i % rooms.len()`.
+    /// Connects `n` clients (`concurrency` at a time); client `i` is user `first_user + i`, joins
+    /// room `i % rooms.len()` and, if `i < senders` (the clients that will post), connects to
+    /// `--addr`, else to `--recv-addr` (`Target::for_client`).
     pub async fn connect(
         target: &Target,
         n: usize,
+        senders: usize,
         first_user: usize,
         rooms: Vec<String>,
         concurrency: usize,
@@ -261,7 +263,8 @@ impl Fleet {
         let room_of: Vec<usize> = (0..n).map(|i| i % rooms.len().max(1)).collect();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..n {
-            let (t, gate, shared, done) = (target.clone(), gate.clone(), shared.clone(), done.clone());
+            let (t, gate, shared, done) =
+                (target.for_client(i, i < senders), gate.clone(), shared.clone(), done.clone());
             let room = rooms[room_of[i]].clone();
             tasks.spawn(async move {
                 let _permit = gate.acquire_owned().await.unwrap();
@@ -358,7 +361,7 @@ pub struct PhaseResult {
     pub p99_ns: u64,
 }
 
-pub async fn run_phase(fleet: &Fleet, spec: &PhaseSpec, pid: Option<u32>, deadline: TInstant) -> Result<PhaseResult> {
+pub async fn run_phase(fleet: &Fleet, spec: &PhaseSpec, pids: &[u32], deadline: TInstant) -> Result<PhaseResult> {
     let shared = &fleet.shared;
     let phase = shared.phase.load(Relaxed) + 1;
     if phase as usize >= MAX_PHASES {
@@ -409,7 +412,7 @@ pub async fn run_phase(fleet: &Fleet, spec: &PhaseSpec, pid: Option<u32>, deadli
     let pad: String = "x".repeat(spec.size.saturating_sub(40));
     let start_at = TInstant::now() + Duration::from_millis(20);
     let start_ns = shared.now_ns() + 20_000_000;
-    let cpu0 = CpuMark::now(pid);
+    let cpu0 = CpuMark::now(pids);
     let mut tasks = tokio::task::JoinSet::new();
     let nsend = spec.senders.len() as f64;
     for (k, &s) in spec.senders.iter().enumerate() {
@@ -474,7 +477,7 @@ pub async fn run_phase(fleet: &Fleet, spec: &PhaseSpec, pid: Option<u32>, deadli
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let cpu1 = CpuMark::now(pid);
+    let cpu1 = CpuMark::now(pids);
     end_progress(prog);
     if let Some(hook) = &spec.hook {
         run_hook(hook, &spec.label, "end", shared.delivered[p].load(Relaxed)).await?;
@@ -487,6 +490,7 @@ pub async fn run_phase(fleet: &Fleet, spec: &PhaseSpec, pid: Option<u32>, deadli
     let secs = (last.saturating_sub(start_ns)) as f64 / 1e9;
     let rate = if secs > 0.0 { delivered as f64 / secs } else { 0.0 };
     let (server_cpu, gen_cpu, wall_us) = cpu0.delta(&cpu1);
+    let cpu_by_pid = cpu0.delta_by_pid(&cpu1);
     let cpu_per = server_cpu.map(|c| if delivered > 0 { c as f64 / delivered as f64 } else { 0.0 });
     let h = &shared.hists[p];
     let lost = expected.saturating_sub(delivered);
@@ -507,6 +511,7 @@ pub async fn run_phase(fleet: &Fleet, spec: &PhaseSpec, pid: Option<u32>, deadli
         "latency": h.summary_us(),
         "server_cpu_us": server_cpu,
         "server_cpu_us_per_delivery": cpu_per,
+        "server_cpu_us_by_pid": (pids.len() > 1).then_some(cpu_by_pid),
         "server_cpu_util": server_cpu.map(|c| c as f64 / wall_us.max(1) as f64),
         "generator_cpu_util": gen_cpu as f64 / wall_us.max(1) as f64,
         "acks": shared.acks.load(Relaxed),

@@ -33,9 +33,14 @@ pub struct Common {
     /// Protocol spoken by the target.
     #[arg(long, value_enum, default_value = "chatd", global = true)]
     pub proto: Proto,
-    /// Target address (must be loopback).
-    #[arg(long, default_value = "127.0.0.1:6697", global = true)]
-    pub addr: String,
+    /// Target address (must be loopback); a comma-separated list spreads the clients round robin
+    /// (client i connects to the (i mod n)-th address: several nodes of one chatd cluster).
+    #[arg(long, default_value = "127.0.0.1:6697", value_delimiter = ',', global = true)]
+    pub addr: Vec<String>,
+    /// The clients that never post (fan-out receivers, idle clients) connect here instead (a list
+    /// is spread round robin as --addr's): senders on one cluster node, receivers on another.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub recv_addr: Vec<String>,
     /// Use TLS (chatd's main listener; IRC TLS ports). Without it: plain TCP.
     #[arg(long, global = true)]
     pub tls: bool,
@@ -53,9 +58,10 @@ pub struct Common {
     /// Name checked against the server certificate.
     #[arg(long, default_value = "localhost", global = true)]
     pub server_name: String,
-    /// PID of the daemon: report its CPU time (fanout) and memory (idle) from /proc.
-    #[arg(long, global = true)]
-    pub pid: Option<u32>,
+    /// PID of the daemon: report its CPU time (fanout) and memory (idle) from /proc. A
+    /// comma-separated list (the nodes of a cluster) reports their sum, and each one's CPU apart.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub pid: Vec<u32>,
     /// Write the JSON result to this file (the summary then goes to stdout); default: JSON on stdout.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
@@ -147,18 +153,22 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         print!("{}", report::report(dir, subject, &not_peers)?);
         return Ok(true);
     }
-    client::check_loopback(&c.addr)?;
+    for addr in c.addr.iter().chain(&c.recv_addr) {
+        client::check_loopback(addr)?;
+    }
     if !c.tls && (c.ca.is_some() || c.insecure) {
         anyhow::bail!("--ca/--insecure only make sense with --tls");
     }
     let tls = if c.tls {
-        Some(client::tls_config(&c.addr, &c.server_name, c.ca.as_deref(), c.insecure).await?)
+        Some(client::tls_config(&c.addr[0], &c.server_name, c.ca.as_deref(), c.insecure).await?)
     } else {
         None
     };
     let target = Target {
         proto: c.proto,
-        addr: c.addr.clone(),
+        addr: c.addr[0].clone(),
+        addrs: c.addr.clone(),
+        recv_addrs: c.recv_addr.clone(),
         tls,
         ws: c.ws,
         server_name: c.server_name.clone(),
@@ -169,7 +179,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         setup_timeout: Duration::from_secs(c.setup_timeout),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(c.timeout);
-    let ctx = scenarios::Ctx { target, pid: c.pid, deadline, nofile, concurrency: c.concurrency };
+    let ctx = scenarios::Ctx { target, pid: c.pid.clone(), deadline, nofile, concurrency: c.concurrency };
     let (name, out) = match &cli.scenario {
         Scenario::Fanout(a) => ("fanout", scenarios::fanout(&ctx, a).await?),
         Scenario::Idle(a) => ("idle", scenarios::idle(&ctx, a).await?),
@@ -183,8 +193,13 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         "proto": c.proto,
         "tls": c.tls,
         "ws": c.ws,
-        "addr": c.addr,
-        "pid": c.pid,
+        "addr": c.addr.join(","),
+        "recv_addr": (!c.recv_addr.is_empty()).then(|| c.recv_addr.join(",")),
+        "pid": match c.pid.as_slice() {
+            [] => serde_json::Value::Null,
+            [one] => serde_json::json!(one),
+            many => serde_json::json!(many),
+        },
         "generator_threads": c.threads,
         "ok": out.ok,
         "params": out.params,
@@ -193,8 +208,9 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
     });
     let text = serde_json::to_string_pretty(&report)?;
     let mut summary = format!(
-        "chatd-bench {name} against {} ({:?}, {})\n{}",
-        c.addr,
+        "chatd-bench {name} against {}{} ({:?}, {})\n{}",
+        c.addr.join(","),
+        if c.recv_addr.is_empty() { String::new() } else { format!(" (receivers: {})", c.recv_addr.join(",")) },
         c.proto,
         match (c.tls, c.ws) {
             (true, false) => "TLS",

@@ -17,7 +17,7 @@ use crate::sys;
 
 pub struct Ctx {
     pub target: Target,
-    pub pid: Option<u32>,
+    pub pid: Vec<u32>,
     pub deadline: TInstant,
     pub nofile: u64,
     pub concurrency: usize,
@@ -106,9 +106,16 @@ pub async fn fanout(ctx: &Ctx, a: &FanoutArgs) -> Result<Outcome> {
         bail!("--senders must be at most --clients (and --clients > 0)");
     }
     check_fds(ctx, a.clients)?;
-    let fleet =
-        Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, a.rooms), ctx.concurrency, ctx.deadline)
-            .await?;
+    let fleet = Fleet::connect(
+        &ctx.target,
+        a.clients,
+        a.senders,
+        0,
+        room_names(&a.room_prefix, a.rooms),
+        ctx.concurrency,
+        ctx.deadline,
+    )
+    .await?;
     let mut plan = Vec::new();
     if let Some(rate) = a.rate {
         plan.push(("paced", Some(rate), a.paced_messages.unwrap_or(a.messages)));
@@ -131,7 +138,7 @@ pub async fn fanout(ctx: &Ctx, a: &FanoutArgs) -> Result<Outcome> {
             label: label.into(),
             hook: a.phase_hook.clone(),
         };
-        let r = run_phase(&fleet, &spec, ctx.pid, ctx.deadline).await?;
+        let r = run_phase(&fleet, &spec, &ctx.pid, ctx.deadline).await?;
         ok &= phase_ok(&r.json);
         summary += &format!("\n{}", r.summary);
         phases.push(r.json);
@@ -185,13 +192,13 @@ pub async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<Outcome> {
     if a.warmup > 0 {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let rss0 = ctx.pid.map(sys::proc_rss_kib).transpose()?;
+    let rss0 = sys::rss_kib_sum(&ctx.pid)?;
     let fleet =
-        Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, rooms), ctx.concurrency, ctx.deadline)
+        Fleet::connect(&ctx.target, a.clients, 0, 0, room_names(&a.room_prefix, rooms), ctx.concurrency, ctx.deadline)
             .await?;
     let settle_end = (TInstant::now() + Duration::from_secs(a.settle)).min(ctx.deadline);
     tokio::time::sleep_until(settle_end).await;
-    let rss1 = ctx.pid.map(sys::proc_rss_kib).transpose()?;
+    let rss1 = sys::rss_kib_sum(&ctx.pid)?;
     let per_conn = match (rss0, rss1) {
         (Some(b), Some(e)) => Some(e.saturating_sub(b) as f64 * 1024.0 / a.clients.max(1) as f64),
         _ => None,
@@ -254,7 +261,9 @@ pub async fn posts(ctx: &Ctx, a: &PostsArgs) -> Result<Outcome> {
         bail!("posts counts chatd's durable `200 MSG` acknowledgements: --proto chatd only");
     }
     check_fds(ctx, a.senders)?;
-    let fleet = Fleet::connect(&ctx.target, a.senders, 0, vec![a.room.clone()], ctx.concurrency, ctx.deadline).await?;
+    let fleet =
+        Fleet::connect(&ctx.target, a.senders, a.senders, 0, vec![a.room.clone()], ctx.concurrency, ctx.deadline)
+            .await?;
     let acks0 = fleet.shared.acks.load(Relaxed);
     let t0 = Instant::now();
     let spec = PhaseSpec {
@@ -268,7 +277,7 @@ pub async fn posts(ctx: &Ctx, a: &PostsArgs) -> Result<Outcome> {
         label: "posts".into(),
         hook: None,
     };
-    let r = run_phase(&fleet, &spec, ctx.pid, ctx.deadline).await?;
+    let r = run_phase(&fleet, &spec, &ctx.pid, ctx.deadline).await?;
     let acks = fleet.shared.acks.load(Relaxed) - acks0;
     let secs = t0.elapsed().as_secs_f64();
     let ack_rate = acks as f64 / r.json["seconds"].as_f64().unwrap_or(secs).max(1e-9);
@@ -338,7 +347,8 @@ pub async fn history(ctx: &Ctx, a: &HistoryArgs) -> Result<Outcome> {
     }
     check_fds(ctx, a.clients + a.queriers)?;
     let rooms = room_names(&a.room_prefix, a.rooms);
-    let fleet = Fleet::connect(&ctx.target, a.clients, 0, rooms.clone(), ctx.concurrency, ctx.deadline).await?;
+    let fleet =
+        Fleet::connect(&ctx.target, a.clients, a.senders, 0, rooms.clone(), ctx.concurrency, ctx.deadline).await?;
     // Make sure the queried room has at least `limit` messages.
     let prefill = PhaseSpec {
         senders: vec![0],
@@ -351,7 +361,7 @@ pub async fn history(ctx: &Ctx, a: &HistoryArgs) -> Result<Outcome> {
         label: "prefill".into(),
         hook: None,
     };
-    run_phase(&fleet, &prefill, None, ctx.deadline).await?;
+    run_phase(&fleet, &prefill, &[], ctx.deadline).await?;
 
     let mut queriers = Vec::new();
     for q in 0..a.queriers {
@@ -407,7 +417,7 @@ pub async fn history(ctx: &Ctx, a: &HistoryArgs) -> Result<Outcome> {
         label: "background".into(),
         hook: None,
     };
-    let r = run_phase(&fleet, &spec, ctx.pid, ctx.deadline).await?;
+    let r = run_phase(&fleet, &spec, &ctx.pid, ctx.deadline).await?;
     stop.store(true, Relaxed);
     let mut qerr = None;
     while let Some(j) = qtasks.join_next().await {
@@ -470,9 +480,16 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> Result<Outcome> {
         bail!("--senders must be at most --clients (and --clients >= 2)");
     }
     check_fds(ctx, a.clients + a.storm_concurrency)?;
-    let fleet =
-        Fleet::connect(&ctx.target, a.clients, 0, room_names(&a.room_prefix, a.rooms), ctx.concurrency, ctx.deadline)
-            .await?;
+    let fleet = Fleet::connect(
+        &ctx.target,
+        a.clients,
+        a.senders,
+        0,
+        room_names(&a.room_prefix, a.rooms),
+        ctx.concurrency,
+        ctx.deadline,
+    )
+    .await?;
     let storm_user = |i: usize| format!("{}s{:04}", ctx.target.prefix, i % a.storm_accounts.max(1));
     if ctx.target.proto == Proto::Chatd {
         for i in 0..a.storm_accounts.max(1) {
@@ -492,7 +509,7 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> Result<Outcome> {
         label: "without storm".into(),
         hook: None,
     };
-    let base = run_phase(&fleet, &spec, ctx.pid, ctx.deadline).await?;
+    let base = run_phase(&fleet, &spec, &ctx.pid, ctx.deadline).await?;
 
     // The storm: one new connection + login every 1/L s while the second phase runs.
     let stop = Arc::new(AtomicBool::new(false));
@@ -560,7 +577,7 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> Result<Outcome> {
         })
     };
     spec.label = "with storm".into();
-    let with = run_phase(&fleet, &spec, ctx.pid, ctx.deadline).await?;
+    let with = run_phase(&fleet, &spec, &ctx.pid, ctx.deadline).await?;
     stop.store(true, Relaxed);
     let _ = tokio::time::timeout_at(ctx.deadline, storm_task).await;
     let ratio = with.p99_ns as f64 / base.p99_ns.max(1) as f64;

@@ -56,29 +56,42 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
-/// CPU samples of the daemon (if `--pid` was given) and of the generator around a phase.
-#[derive(Clone, Copy)]
+/// The summed resident memory of `pids` (the nodes of a cluster), None without any.
+pub fn rss_kib_sum(pids: &[u32]) -> Result<Option<u64>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    pids.iter().map(|&p| proc_rss_kib(p)).sum::<Result<u64>>().map(Some)
+}
+
+/// CPU samples of the daemons (those given with `--pid`) and of the generator around a phase.
+#[derive(Clone)]
 pub struct CpuMark {
-    pub server_us: Option<u64>,
+    /// Per daemon, in `--pid` order (None where /proc could not be read).
+    pub server_us: Vec<Option<u64>>,
     pub self_us: u64,
     pub at: std::time::Instant,
 }
 
 impl CpuMark {
-    pub fn now(pid: Option<u32>) -> CpuMark {
+    pub fn now(pids: &[u32]) -> CpuMark {
         CpuMark {
-            server_us: pid.and_then(|p| proc_cpu_us(p).ok()),
+            server_us: pids.iter().map(|&p| proc_cpu_us(p).ok()).collect(),
             self_us: self_cpu_us(),
             at: std::time::Instant::now(),
         }
     }
 
-    /// (server CPU µs, generator CPU µs, wall µs) between two marks.
+    /// Each daemon's CPU µs between two marks (None where a reading is missing).
+    pub fn delta_by_pid(&self, later: &CpuMark) -> Vec<Option<u64>> {
+        let pairs = self.server_us.iter().zip(&later.server_us);
+        pairs.map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?))).collect()
+    }
+
+    /// (server CPU µs: the daemons' sum, generator CPU µs, wall µs) between two marks.
     pub fn delta(&self, later: &CpuMark) -> (Option<u64>, u64, u64) {
-        let server = match (self.server_us, later.server_us) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
+        let by_pid = self.delta_by_pid(later);
+        let server = if by_pid.is_empty() { None } else { by_pid.into_iter().sum() };
         (server, later.self_us.saturating_sub(self.self_us), later.at.duration_since(self.at).as_micros() as u64)
     }
 }

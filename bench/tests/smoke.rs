@@ -15,12 +15,19 @@ const BARE: &str = env!("CARGO_BIN_EXE_chatd-bare");
 
 /// Runs chatd-bench against `addr` (TLS when `ca` is given), asserts it succeeded with `"ok": true`.
 async fn bench(pid: u32, log: &dyn Fn() -> String, out: &Path, addr: &str, ca: Option<&Path>, args: &[&str]) -> Value {
-    let mut cmd = tokio::process::Command::new(BENCH);
-    cmd.arg("--addr").arg(addr).arg("--pid").arg(pid.to_string()).arg("--timeout").arg("60");
+    let pid = pid.to_string();
+    let mut all = vec!["--addr", addr, "--pid", &pid];
     if let Some(ca) = ca {
-        cmd.arg("--tls").arg("--ca").arg(ca);
+        all.extend(["--tls", "--ca", ca.to_str().unwrap()]);
     }
-    cmd.arg("--json").arg(out).args(args);
+    all.extend(args);
+    bench_with(log, out, &all).await
+}
+
+/// Runs chatd-bench with `args` (and --json `out`), asserts it succeeded with `"ok": true`.
+async fn bench_with(log: &dyn Fn() -> String, out: &Path, args: &[&str]) -> Value {
+    let mut cmd = tokio::process::Command::new(BENCH);
+    cmd.arg("--timeout").arg("60").arg("--json").arg(out).args(args);
     let res = tokio::time::timeout(std::time::Duration::from_secs(90), cmd.output())
         .await
         .expect("chatd-bench finished in time")
@@ -194,6 +201,34 @@ async fn tiny_scenarios_against_a_real_daemon() {
     )
     .await;
     assert!(v["results"]["logins_ok"].as_u64().unwrap() > 0, "{v:#}");
+}
+
+/// bench/cluster.sh's placements against a real two-node cluster (PostgreSQL + NATS, testkit):
+/// senders on n1 and receivers on n2 (`--recv-addr`), posters spread over both (`--addr` list),
+/// and the CPU of both nodes (`--pid` list).
+#[tokio::test]
+async fn senders_and_receivers_on_different_nodes_of_a_cluster() {
+    let cluster = testkit::cluster::Cluster::start_with(2, "[server]\nplain_listen = \"127.0.0.1:0\"\n").await;
+    let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (a1, a2) = (n1.plain_addr.clone().unwrap(), n2.plain_addr.clone().unwrap());
+    let pids = format!("{},{}", n1.pid, n2.pid);
+    let dir = tempfile::tempdir().unwrap();
+    let log = || cluster.logs();
+    let fanout = ["fanout", "-c", "6", "-r", "2", "-s", "2", "-m", "10", "--rate", "200"];
+    let args = [&["--pid", &pids, "--addr", &a1, "--recv-addr", &a2][..], &fanout[..]].concat();
+    let v = bench_with(&log, &dir.path().join("cross.json"), &args).await;
+    assert_eq!(v["recv_addr"], a2.as_str());
+    let p = &v["results"]["phases"][0];
+    assert_eq!(p["deliveries"], 40, "every message to both other members, across nodes: {p:#}");
+    let by_pid = p["server_cpu_us_by_pid"].as_array().expect("each node's CPU");
+    assert_eq!(by_pid.len(), 2);
+    assert_eq!(p["server_cpu_us"], by_pid[0].as_u64().unwrap() + by_pid[1].as_u64().unwrap());
+
+    let both = format!("{a1},{a2}");
+    let posts = ["--pid", &pids, "--addr", &both, "--prefix", "p", "posts", "-s", "3", "-m", "20", "--window", "4"];
+    let v = bench_with(&log, &dir.path().join("posts.json"), &posts).await;
+    assert_eq!(v["results"]["acked"], 60, "{v:#}");
+    assert_eq!(v["results"]["fanout"]["deliveries"], 120, "{v:#}");
 }
 
 #[tokio::test]
