@@ -176,7 +176,9 @@ impl Cluster {
             .retry_on_initial_connect()
             .connect(config.nats_url.as_str())
             .await?;
-        tracing::info!(node = %config.node, nats = %config.nats_url, "cluster node");
+        // A user, password or token in the URL is not logged: only where the server is.
+        let server = config.nats_url.rsplit('@').next().unwrap_or_default().trim_start_matches("nats://");
+        tracing::info!(node = %config.node, nats = %server, "cluster node");
         Ok(Arc::new(Cluster { node: config.node.clone(), nats, peers: Mutex::default() }))
     }
 
