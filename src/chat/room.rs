@@ -227,6 +227,7 @@ impl RoomHandle {
             last_id,
             pending: BTreeMap::new(),
             backfilling: false,
+            wanted: 0,
             remote: false,
             me: tx.downgrade(),
         };
@@ -393,6 +394,9 @@ struct Room {
     pending: BTreeMap<u64, (Arc<Posted>, u64)>,
     /// A read of missed messages is under way.
     backfilling: bool,
+    /// The highest id known to be committed that was not fanned out here yet: the next read
+    /// reaches it (one read for every gap seen meanwhile).
+    wanted: u64,
     /// Handling an event from another node: it is not sent back out.
     remote: bool,
     me: mpsc::WeakSender<Ask>,
@@ -513,7 +517,7 @@ impl Room {
             }
             Ask::CatchUp { upto } => {
                 if upto > self.last_id {
-                    self.backfill(upto, Duration::ZERO);
+                    self.need(upto, Duration::ZERO);
                 }
             }
             Ask::Backfilled { upto, messages } => self.backfilled(upto, messages),
@@ -532,14 +536,12 @@ impl Room {
             return; // delivered already (a backfill got it first, or NATS repeated it)
         }
         if prev > self.last_id {
-            if self.pending.len() >= MAX_PENDING {
-                // Far behind: forget what is held back and read it all from the store.
-                self.pending.clear();
-                self.backfill(posted.msg.id, Duration::ZERO);
-                return;
-            }
-            self.pending.insert(posted.msg.id, (posted, prev));
-            self.backfill(prev, GAP_WAIT);
+            // It is committed, so is everything before it: one read up to it fills the gap.
+            let id = posted.msg.id;
+            if self.pending.len() < MAX_PENDING {
+                self.pending.insert(id, (posted, prev));
+            } // else far behind: the read brings it back
+            self.need(id, GAP_WAIT);
             return;
         }
         self.accept(posted);
@@ -558,7 +560,7 @@ impl Room {
         }
     }
 
-    /// Fans out the held-back messages that no longer wait for another; asks for the rest.
+    /// Fans out the held-back messages that no longer wait for another.
     fn release_pending(&mut self) {
         while let Some(entry) = self.pending.first_entry() {
             let (id, prev) = (*entry.key(), entry.get().1);
@@ -568,18 +570,24 @@ impl Room {
                 let (posted, _) = entry.remove();
                 self.accept(posted);
             } else {
-                self.backfill(prev, GAP_WAIT);
                 return;
             }
         }
     }
 
-    /// Reads the room's messages after the latest one here up to `upto` from the store (after
-    /// `wait`: a message late on NATS usually arrives meanwhile), retrying while the store fails.
-    fn backfill(&mut self, upto: u64, wait: Duration) {
-        if self.backfilling {
-            return;
+    /// Messages up to `upto` are committed but not here: read them (after `wait`, when none is
+    /// being read: a message late on NATS usually arrives meanwhile). A read under way is
+    /// followed at once by another up to the highest id wanted meanwhile.
+    fn need(&mut self, upto: u64, wait: Duration) {
+        self.wanted = self.wanted.max(upto);
+        if !self.backfilling {
+            self.backfill(self.wanted, wait);
         }
+    }
+
+    /// Reads the room's messages after the latest one here up to `upto` from the store,
+    /// retrying while the store fails.
+    fn backfill(&mut self, upto: u64, wait: Duration) {
         let Some(me) = self.me.upgrade() else { return };
         self.backfilling = true;
         let (store, room, after) = (self.store.clone(), self.room_id, self.last_id);
@@ -611,7 +619,13 @@ impl Room {
         // Everything up to `upto` is committed and was read (a deleted one is simply not there).
         let upto = if upto == u64::MAX { newest } else { upto };
         self.last_id = self.last_id.max(upto);
+        if self.wanted == u64::MAX {
+            self.wanted = self.last_id; // "all there were" (at start) was read
+        }
         self.release_pending();
+        if self.wanted > self.last_id {
+            self.backfill(self.wanted, Duration::ZERO);
+        }
     }
 
     /// An event from another node: the room's state follows it, and the members here are told.
