@@ -338,6 +338,23 @@ impl Outcomes {
         }
         by_node
     }
+
+    /// Every post was answered, and every refusal was a 5xx (the only refusal a post may get
+    /// here: not stored). `who` names the node (and round) in a failure.
+    fn assert_answered(&self, who: &str) {
+        let first = &self.unanswered[..self.unanswered.len().min(5)];
+        assert!(self.unanswered.is_empty(), "{who} left posts unanswered: {first:?}");
+        for (text, code) in &self.refused {
+            assert!((500..600).contains(code), "{text:?} on {who} got {code}");
+        }
+    }
+
+    /// Every node's acknowledged posts, and the texts of those refused.
+    fn merged(outcomes: &HashMap<usize, Outcomes>) -> (Vec<(u64, String)>, Vec<String>) {
+        let acked = outcomes.values().flat_map(|o| o.acked.iter().cloned()).collect();
+        let refused = outcomes.values().flat_map(|o| o.refused.iter().map(|(t, _)| t.clone())).collect();
+        (acked, refused)
+    }
 }
 
 /// Posters on every node pipeline into one room while a node is killed with `kill -9`, three
@@ -387,21 +404,11 @@ async fn kill_9_of_a_node_mid_burst_loses_nothing_acknowledged() {
 
         // Survivors answer every post they were sent.
         for n in &survivors {
-            let o = &outcomes[n];
-            assert!(
-                o.unanswered.is_empty(),
-                "round {round}: n{} left posts unanswered: {:?}",
-                n + 1,
-                &o.unanswered[..o.unanswered.len().min(5)]
-            );
-            for (text, code) in &o.refused {
-                assert!((500..600).contains(code), "round {round}: {text:?} on n{} got {code}", n + 1);
-            }
+            outcomes[n].assert_answered(&format!("round {round}: n{}", n + 1));
         }
-        for o in outcomes.values() {
-            all_acked.extend(o.acked.iter().cloned());
-            all_refused.extend(o.refused.iter().map(|(t, _)| t.clone()));
-        }
+        let (acked, refused) = Outcomes::merged(&outcomes);
+        all_acked.extend(acked);
+        all_refused.extend(refused);
 
         // The survivors' listeners have everything up to a sentinel, exactly as stored.
         let sentinel = format!("sentinel r{round}");
@@ -456,22 +463,13 @@ async fn a_stalled_node_neither_duplicates_nor_reorders() {
     c.sigcont(0);
     let outcomes = Outcomes::collect(posters).await;
 
-    let mut acked = Vec::new();
-    let mut refused = Vec::new();
     for (n, o) in &outcomes {
-        assert!(
-            o.unanswered.is_empty(),
-            "n{} left posts unanswered: {:?}; logs:\n{}",
-            n + 1,
-            &o.unanswered[..o.unanswered.len().min(5)],
-            c.logs()
-        );
-        for (text, code) in &o.refused {
-            assert!((500..600).contains(code), "{text:?} on n{} got {code}", n + 1);
+        if !o.unanswered.is_empty() {
+            eprintln!("logs:\n{}", c.logs());
         }
-        acked.extend(o.acked.iter().cloned());
-        refused.extend(o.refused.iter().map(|(t, _)| t.clone()));
+        o.assert_answered(&format!("n{}", n + 1));
     }
+    let (acked, refused) = Outcomes::merged(&outcomes);
 
     post(&mut c.nodes[1].member("closer", room).await, room, "sentinel").await;
     for w in &mut watchers {
@@ -529,16 +527,10 @@ async fn nats_restarted_during_traffic_loses_nothing() {
     traffic.wait_acked(after + 60, CLUSTER_PATIENCE).await;
     traffic.stop();
     let outcomes = Outcomes::collect(posters).await;
-    let mut acked = Vec::new();
-    let mut refused = Vec::new();
     for (n, o) in &outcomes {
-        assert!(o.unanswered.is_empty(), "n{} left posts unanswered: {:?}", n + 1, o.unanswered);
-        for (text, code) in &o.refused {
-            assert!((500..600).contains(code), "{text:?} on n{} got {code}", n + 1);
-        }
-        acked.extend(o.acked.iter().cloned());
-        refused.extend(o.refused.iter().map(|(t, _)| t.clone()));
+        o.assert_answered(&format!("n{}", n + 1));
     }
+    let (acked, refused) = Outcomes::merged(&outcomes);
 
     // Every node takes posts again, and every listener gets them all.
     for n in 0..3 {
@@ -619,14 +611,10 @@ async fn postgres_restarted_during_traffic_refuses_then_recovers() {
     traffic.wait_acked(after + 60, CLUSTER_PATIENCE).await;
     traffic.stop();
     let outcomes = Outcomes::collect(posters).await;
-    let mut acked = Vec::new();
     for (n, o) in &outcomes {
-        assert!(o.unanswered.is_empty(), "n{} left posts unanswered: {:?}", n + 1, o.unanswered);
-        for (text, code) in &o.refused {
-            assert!((500..600).contains(code), "{text:?} on n{} got {code}", n + 1);
-        }
-        acked.extend(o.acked.iter().cloned());
+        o.assert_answered(&format!("n{}", n + 1));
     }
+    let (acked, _) = Outcomes::merged(&outcomes);
     // The posters' refusals are not added to `refused`: a commit under way when PostgreSQL shut
     // down can have been committed though its answer was lost (docs/cluster.md: the one case a
     // "failed" message turns up in history). Such a post is still stored at most once; the probes
