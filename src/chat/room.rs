@@ -548,6 +548,7 @@ impl Room {
         self.release_pending();
     }
 
+    /// Takes a message into the batch to fan out and the recent cache.
     fn accept(&mut self, posted: Arc<Posted>) {
         self.last_id = posted.msg.id;
         self.last_time = self.last_time.max(posted.msg.time);
@@ -827,15 +828,11 @@ impl Room {
 
     fn post(&mut self, said: Said) -> Result<Arc<Posted>, ChatError> {
         self.may_post(&said)?;
-        if self.settings.cluster.is_some() {
-            // Its id comes from the commit; it comes back here to be fanned out (`Deliver`).
-            let time = self.next_time();
-            let (sender, text, guest) = (said.user, said.text, said.guest);
-            let msg = Message { id: 0, room: self.name.clone(), time, sender, text, guest };
-            return Ok(Posted::new(msg, Some(said.conn)));
-        }
+        // On a cluster node its id comes from the commit, and it comes back here to be fanned out
+        // (`Deliver`); alone, it gets its id here and goes out at once.
+        let clustered = self.settings.cluster.is_some();
         let msg = Message {
-            id: self.store.next_message_id(),
+            id: if clustered { 0 } else { self.store.next_message_id() },
             room: self.name.clone(),
             time: self.next_time(),
             sender: said.user,
@@ -843,12 +840,8 @@ impl Room {
             guest: said.guest,
         };
         let posted = Posted::new(msg, Some(said.conn));
-        self.unsent_bytes += posted.weight();
-        self.unsent.push(posted.clone());
-        self.recent.push_back(posted.clone());
-        if self.recent.len() > self.settings.cache_messages {
-            self.recent.pop_front();
-            self.complete = false;
+        if !clustered {
+            self.accept(posted.clone());
         }
         Ok(posted)
     }

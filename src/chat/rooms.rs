@@ -83,11 +83,16 @@ impl Rooms {
     }
 
     async fn learn_slot(&self, name: &RoomName) -> Option<Arc<Slot>> {
-        let stored = self.store.rooms().await.ok()?.into_iter().find(|r| r.name == *name)?;
+        let stored = self.stored(name).await.ok()??;
         let mut slots = self.slots.lock().unwrap();
         let slot = slots.entry(name.clone()).or_insert_with(|| Slot::stored(stored)).clone();
         crate::metrics::metrics().rooms.set(slots.len() as i64);
         Some(slot)
+    }
+
+    /// The room as the store has it now.
+    async fn stored(&self, name: &RoomName) -> Result<Option<StoredRoom>, StoreError> {
+        Ok(self.store.rooms().await?.into_iter().find(|r| r.name == *name))
     }
 
     /// The room's actor, if it runs on this node.
@@ -148,7 +153,7 @@ impl Rooms {
         let mut topic = slot.topic.clone();
         if self.settings.cluster.is_some() {
             // Another node may have changed the topic or roles since this one loaded the room.
-            if let Some(stored) = self.store.rooms().await?.into_iter().find(|r| r.id == id) {
+            if let Some(stored) = self.stored(name).await?.filter(|r| r.id == id) {
                 topic = stored.topic.map(|t| Topic { text: t.text, set_by: t.set_by, time: t.time });
                 *super::room::roles(&slot.roles) =
                     Roles { ops: stored.ops.into_iter().collect(), bans: stored.bans.into_iter().collect() };
