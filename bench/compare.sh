@@ -38,6 +38,7 @@ NGIRCD_PLAIN_PORT=16667 NGIRCD_TLS_PORT=16697
 INSP_PLAIN_PORT=26667 INSP_TLS_PORT=26697
 BARE_PLAIN_PORT=46667 BARE_TLS_PORT=46697
 
+BARE_ARGS=()
 log() { printf '%s compare: %s\n' "$(date +%T)" "$*" >&2; }
 
 # --- install the peers (Debian packages) if missing -------------------------------------------
@@ -159,11 +160,18 @@ start_inspircd() {
 start_bare() {
     # The throwaway CA's localhost certificate, as for the IRC daemons; one worker per core (as chatd).
     "$BARE" --tls-listen 127.0.0.1:$BARE_TLS_PORT --plain-listen 127.0.0.1:$BARE_PLAIN_PORT \
-        --cert "$WORK/irc-cert.pem" --key "$WORK/irc-key.pem" >"$1/bare.out" 2>"$1/bare.err" &
+        --cert "$WORK/irc-cert.pem" --key "$WORK/irc-key.pem" "${BARE_ARGS[@]}" >"$1/bare.out" 2>"$1/bare.err" &
     DAEMON_PID=$!
     wait_port $BARE_TLS_PORT 10 || { cat "$1/bare.err" >&2; return 1; }
     irc_target $BARE_PLAIN_PORT $BARE_TLS_PORT
     CONC=256
+}
+# The bare server with one writer task per worker thread instead of one per connection (the
+# per-worker write loop of issue 12, at the limit of the stack): SERVERS="chatd bare barewl".
+start_barewl() {
+    BARE_ARGS=(--write-loop)
+    start_bare "$1" || { BARE_ARGS=(); return 1; }
+    BARE_ARGS=()
 }
 stop_daemon() {
     if [ -n "$DAEMON_PID" ]; then
@@ -208,6 +216,7 @@ done
     echo "chatd: TLS=$TLS, every message stored durably (SQLite WAL, fsync'd group commit) before its ack."
     echo "ngIRCd $(/usr/sbin/ngircd --version 2>/dev/null | head -1 | awk '{print $2}' || true), InspIRCd $(dpkg-query -W -f '${Version}' inspircd 2>/dev/null || true): as they come (no history, nothing stored), TLS=$TLS, flood limits off."
     echo "bare: chatd-bare (tokio + rustls, the IRC subset of the generator, reader + writer task per connection, nothing stored, no limits), TLS=$TLS: the limit of chatd's stack."
+    echo "barewl (if run): chatd-bare --write-loop (one writer task per worker thread writes all its connections)."
     echo "fan-out: $FAN_C clients, $FAN_R rooms, $FAN_S senders; paced $PACED_RATE msgs/s x $PACED_M per sender, burst $BURST_M per sender (window $WINDOW); idle: $IDLE_N connections"
     "$BENCH" report "$OUT"
 } | tee "$OUT/table.txt"

@@ -3,7 +3,7 @@
 # hot path (bench/compare.sh's CPU seconds vary by ±20% between runs on this shared VM).
 #
 #   bench/instructions.sh                   # SERVERS="chatd bare": chatd and the bare server
-#   bench/instructions.sh bare              # one server; any of: chatd bare before chatd_irc
+#   bench/instructions.sh bare              # one server; any of: chatd bare bare_wl before chatd_irc
 #   CHATD_BEFORE=/tmp/chatd-old bench/instructions.sh chatd before     # a before/after pair
 #   TLS=1 bench/instructions.sh             # with rustls in the count (default: plaintext)
 #
@@ -80,6 +80,7 @@ if [ $# -gt 0 ]; then SERVERS="$*"; else SERVERS=${SERVERS:-"chatd bare"}; fi
 # Ports of their own (not compare.sh's), so both can run at once.
 CHATD_TLS_PORT=37697 CHATD_PLAIN_PORT=37667 BARE_TLS_PORT=47697 BARE_PLAIN_PORT=47667
 
+BARE_ARGS=()
 log() { printf '%s instructions: %s\n' "$(date +%T)" "$*" >&2; }
 
 command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || {
@@ -162,7 +163,7 @@ start_bare() {
         make_cert || return 1
         tls=(--tls-listen 127.0.0.1:$BARE_TLS_PORT --cert "$WORK/cert.pem" --key "$WORK/key.pem")
     fi
-    grind "$1" "$BIN/chatd-bare" --plain-listen 127.0.0.1:$BARE_PLAIN_PORT "${tls[@]}"
+    grind "$1" "$BIN/chatd-bare" --plain-listen 127.0.0.1:$BARE_PLAIN_PORT "${tls[@]}" "${BARE_ARGS[@]}"
     wait_ready "$1" 'chatd-bare ready' 120 || return 1
     PROTO=irc
     if [ "$TLS" = 1 ]; then
@@ -170,6 +171,12 @@ start_bare() {
     else
         ADDR=127.0.0.1:$BARE_PLAIN_PORT TLSARGS=()
     fi
+}
+# The bare server with one writer task per worker thread instead of one per connection.
+start_bare_wl() {
+    BARE_ARGS=(--write-loop)
+    start_bare "$1" || { BARE_ARGS=(); return 1; }
+    BARE_ARGS=()
 }
 make_cert() {
     [ -f "$WORK/cert.pem" ] && return 0
@@ -186,7 +193,7 @@ make_cert() {
 rows=()
 status=0
 for s in $SERVERS; do
-    declare -F "start_$s" >/dev/null || { log "unknown server $s (chatd bare before chatd_irc)"; exit 2; }
+    declare -F "start_$s" >/dev/null || { log "unknown server $s (chatd bare bare_wl before chatd_irc)"; exit 2; }
     dir=$WORK/$s
     mkdir -p "$dir"
     log "$s: starting under callgrind"

@@ -113,7 +113,7 @@ pub enum Scenario {
         subject: String,
         /// Servers that are not peers (not in the best-peer ratio) but get a ratio column of their
         /// own: the bare server (the limit of the stack), an earlier chatd build, chatd over IRC.
-        #[arg(long, value_delimiter = ',', default_value = "bare,before,chatdirc")]
+        #[arg(long, value_delimiter = ',', default_value = "bare,barewl,before,chatdirc")]
         not_peers: Vec<String>,
     },
 }

@@ -20,15 +20,28 @@
 //! batch, one `write` per drain). A delivery that finds a member's queue full is dropped and counted
 //! (the generator then reports it as lost; raise `--queue`).
 //!
+//! With `--write-loop` the writing side has the other shape, the one the C daemons have: no writer
+//! task per connection, but one writer task per worker thread that owns its connections' write
+//! halves. A fan-out pushes into each member's queue (a `VecDeque` under a mutex) and puts the
+//! member on its writer's ready list; a writer is woken once for however many of its members a
+//! fan-out reached, and writes each one's queue with one `write` in the same turn. A write that
+//! cannot complete keeps its rest and is retried when the socket is writable again. It measures
+//! what a per-worker write loop would take off the price of the shape (issue 12).
+//!
 //! Whatever chatd spends per delivery beyond this server is chatd's own (protocol, rooms, store,
 //! limits, accounting); what this server spends is the price of the shape on tokio + rustls.
 //! Loopback only: it refuses to listen anywhere else.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -72,12 +85,16 @@ struct Args {
     /// tokio worker threads (default: one per core, as chatd).
     #[arg(long)]
     threads: Option<usize>,
+    /// One writer task per worker thread writes all of its connections (instead of one writer
+    /// task per connection).
+    #[arg(long)]
+    write_loop: bool,
 }
 
 /// A channel: its members' queues. Channels are never removed (a benchmark's rooms are few).
 #[derive(Default)]
 struct Channel {
-    members: RwLock<Vec<(u64, mpsc::Sender<Bytes>)>>,
+    members: RwLock<Vec<(u64, Sink)>>,
 }
 
 struct Server {
@@ -85,6 +102,8 @@ struct Server {
     next_id: AtomicU64,
     queue: usize,
     dropped: AtomicU64,
+    /// `--write-loop`: the per-worker writers (connections are spread over them by id).
+    writers: Vec<Arc<Writer>>,
 }
 
 impl Server {
@@ -127,6 +146,12 @@ fn main() -> Result<()> {
             next_id: AtomicU64::new(1),
             queue: args.queue.max(1),
             dropped: AtomicU64::new(0),
+            writers: match args.write_loop {
+                true => {
+                    (0..tokio::runtime::Handle::current().metrics().num_workers()).map(|_| Writer::spawn()).collect()
+                }
+                false => Vec::new(),
+            },
         });
         let mut ready = String::from("chatd-bare ready");
         let mut accepting = Vec::new();
@@ -199,24 +224,26 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, server: Ar
     }
 }
 
-/// One connection: this task reads and fans out; a spawned writer task drains the queue.
+/// One connection: this task reads and fans out; a spawned writer task drains the queue (or, with
+/// `--write-loop`, the connection's worker writer does).
 async fn serve<R, W>(server: Arc<Server>, mut r: R, w: W)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(server.queue);
-    let writer = tokio::spawn(write_loop(w, rx));
-    let mut conn = Conn {
-        id: server.next_id.fetch_add(1, Relaxed),
-        server,
-        tx,
-        nick: Vec::new(),
-        user: false,
-        welcomed: false,
-        prefix: Vec::new(),
-        joined: Vec::new(),
+    let id = server.next_id.fetch_add(1, Relaxed);
+    let (tx, writer) = match server.writers.is_empty() {
+        true => {
+            let (tx, rx) = mpsc::channel(server.queue);
+            (Sink::Task(tx), Some(tokio::spawn(write_loop(w, rx))))
+        }
+        false => {
+            let writer = server.writers[id as usize % server.writers.len()].clone();
+            (Sink::Slot(Slot::new(writer, Box::new(w), server.queue)), None)
+        }
     };
+    let mut conn =
+        Conn { id, server, tx, nick: Vec::new(), user: false, welcomed: false, prefix: Vec::new(), joined: Vec::new() };
     let mut buf = vec![0u8; READ_START];
     let mut filled = 0;
     'read: loop {
@@ -243,14 +270,19 @@ where
         filled -= start;
     }
     conn.leave();
+    if let Sink::Slot(slot) = &conn.tx {
+        slot.close();
+    }
     drop(conn);
-    let _ = writer.await;
+    if let Some(writer) = writer {
+        let _ = writer.await;
+    }
 }
 
 struct Conn {
     id: u64,
     server: Arc<Server>,
-    tx: mpsc::Sender<Bytes>,
+    tx: Sink,
     nick: Vec<u8>,
     user: bool,
     welcomed: bool,
@@ -311,10 +343,8 @@ impl Conn {
         out.extend_from_slice(b"\r\n");
         let out = Bytes::from(out);
         for (id, tx) in ch.members.read().unwrap().iter() {
-            if *id != self.id {
-                if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(out.clone()) {
-                    self.server.note_drop();
-                }
+            if *id != self.id && !tx.deliver(out.clone()) {
+                self.server.note_drop();
             }
         }
     }
@@ -332,7 +362,13 @@ impl Conn {
     async fn reply(&self, parts: &[&[u8]]) -> bool {
         let mut out = parts.concat();
         out.extend_from_slice(b"\r\n");
-        self.tx.send(Bytes::from(out)).await.is_ok()
+        match &self.tx {
+            Sink::Task(tx) => tx.send(Bytes::from(out)).await.is_ok(),
+            Sink::Slot(slot) => {
+                slot.push(Bytes::from(out), usize::MAX);
+                true
+            }
+        }
     }
 
     fn leave(&mut self) {
@@ -373,6 +409,188 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Byte
         buf.clear();
     }
     let _ = w.shutdown().await;
+}
+
+/// Where a connection's lines go: its own writer task's queue, or its slot at a worker writer.
+#[derive(Clone)]
+enum Sink {
+    Task(mpsc::Sender<Bytes>),
+    Slot(Arc<Slot>),
+}
+
+impl Sink {
+    /// Queues a delivery without waiting; false: the queue is full and it was dropped.
+    fn deliver(&self, line: Bytes) -> bool {
+        match self {
+            Sink::Task(tx) => !matches!(tx.try_send(line), Err(mpsc::error::TrySendError::Full(_))),
+            Sink::Slot(slot) => slot.push(line, slot.max),
+        }
+    }
+}
+
+/// One connection at a worker writer: its queue (pushed by fan-outs and its reader) and its write
+/// half with what is left to write (touched by the writer task only).
+struct Slot {
+    queue: Mutex<SlotQueue>,
+    /// On its writer's ready list (set by the push that put it there, cleared by the writer).
+    scheduled: AtomicBool,
+    writer: Arc<Writer>,
+    max: usize,
+    io: Mutex<SlotIo>,
+}
+
+struct SlotQueue {
+    lines: VecDeque<Bytes>,
+    closed: bool,
+}
+
+struct SlotIo {
+    w: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    buf: Vec<u8>,
+    written: usize,
+}
+
+impl Slot {
+    fn new(writer: Arc<Writer>, w: Box<dyn AsyncWrite + Send + Unpin>, max: usize) -> Arc<Slot> {
+        Arc::new(Slot {
+            queue: Mutex::new(SlotQueue { lines: VecDeque::new(), closed: false }),
+            scheduled: AtomicBool::new(false),
+            writer,
+            max,
+            io: Mutex::new(SlotIo { w: Some(w), buf: Vec::new(), written: 0 }),
+        })
+    }
+
+    /// Queues a line (unless `max` lines wait already) and puts the slot on its writer's list.
+    fn push(self: &Arc<Self>, line: Bytes, max: usize) -> bool {
+        {
+            let mut queue = self.queue.lock().unwrap();
+            if queue.closed {
+                return true;
+            }
+            if queue.lines.len() >= max {
+                return false;
+            }
+            queue.lines.push_back(line);
+        }
+        self.schedule();
+        true
+    }
+
+    fn schedule(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, SeqCst) {
+            self.writer.ready(self.clone());
+        }
+    }
+
+    /// The reader ended: the writer writes what is queued, then shuts the write half down.
+    fn close(self: &Arc<Self>) {
+        self.queue.lock().unwrap().closed = true;
+        self.schedule();
+    }
+
+    /// Writes what is queued (up to `WRITE_MAX` more bytes each time) until nothing is left or the
+    /// socket is full (`Pending`: the writer is woken when it is writable again).
+    fn poll_write_out(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut io = self.io.lock().unwrap();
+        let io = &mut *io;
+        loop {
+            let Some(w) = io.w.as_mut() else { return Poll::Ready(()) };
+            if io.written == io.buf.len() {
+                io.buf.clear();
+                io.written = 0;
+                let closed = {
+                    let mut queue = self.queue.lock().unwrap();
+                    while io.buf.len() < WRITE_MAX {
+                        let Some(line) = queue.lines.pop_front() else { break };
+                        io.buf.extend_from_slice(&line);
+                    }
+                    queue.closed && queue.lines.is_empty()
+                };
+                if io.buf.is_empty() {
+                    let done = match closed {
+                        true => Pin::new(&mut *w).poll_shutdown(cx).map(|_| ()),
+                        false => Pin::new(&mut *w).poll_flush(cx).map(|_| ()),
+                    };
+                    if closed && done.is_ready() {
+                        io.w = None;
+                    }
+                    return done;
+                }
+            }
+            match Pin::new(&mut *w).poll_write(cx, &io.buf[io.written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => io.written += n,
+                Poll::Ready(_) => {
+                    io.w = None; // a failed write ends the connection's output
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// A worker writer: the slots with something to write, and the writer task's waker.
+struct Writer {
+    state: Mutex<WriterState>,
+}
+
+struct WriterState {
+    ready: Vec<Arc<Slot>>,
+    waker: Option<Waker>,
+}
+
+impl Writer {
+    fn spawn() -> Arc<Writer> {
+        let writer = Arc::new(Writer { state: Mutex::new(WriterState { ready: Vec::new(), waker: None }) });
+        tokio::spawn(writer.clone().run());
+        writer
+    }
+
+    /// Puts a slot on the list; only the push onto an empty list wakes the writer, so a fan-out
+    /// to many of its connections wakes it once.
+    fn ready(&self, slot: Arc<Slot>) {
+        let waker = {
+            let mut state = self.state.lock().unwrap();
+            state.ready.push(slot);
+            match state.ready.len() {
+                1 => state.waker.take(),
+                _ => None,
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut batch: Vec<Arc<Slot>> = Vec::new();
+        let mut blocked: Vec<Arc<Slot>> = Vec::new();
+        poll_fn(|cx| loop {
+            {
+                let mut state = self.state.lock().unwrap();
+                std::mem::swap(&mut batch, &mut state.ready);
+                if batch.is_empty() {
+                    match &state.waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => state.waker = Some(cx.waker().clone()),
+                    }
+                }
+            }
+            if batch.is_empty() {
+                // Woken with nothing new: a blocked socket may be writable again.
+                blocked.retain(|slot| slot.poll_write_out(cx).is_pending());
+                return Poll::<()>::Pending;
+            }
+            for slot in batch.drain(..) {
+                slot.scheduled.store(false, SeqCst);
+                if slot.poll_write_out(cx).is_pending() && !blocked.iter().any(|b| Arc::ptr_eq(b, &slot)) {
+                    blocked.push(slot);
+                }
+            }
+        })
+        .await
+    }
 }
 
 /// Raises the soft descriptor limit to the hard one (thousands of connections in `idle`).
