@@ -251,10 +251,21 @@ async fn refused_connection_is_a_clear_error() {
 
 #[tokio::test]
 async fn bare_server_answers_the_generator() {
+    bare_server_answers_the_generator_with(&[]).await;
+}
+
+/// The same with one writer task per worker thread (compare.sh's `barewl` column).
+#[tokio::test]
+async fn bare_server_with_a_write_loop_answers_the_generator() {
+    bare_server_answers_the_generator_with(&["--write-loop"]).await;
+}
+
+async fn bare_server_answers_the_generator_with(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = localhost_cert(dir.path());
     let mut child = tokio::process::Command::new(BARE)
         .args(["--tls-listen", "127.0.0.1:0", "--plain-listen", "127.0.0.1:0", "--threads", "2"])
+        .args(extra)
         .arg("--cert")
         .arg(&cert)
         .arg("--key")
