@@ -127,7 +127,6 @@ pub async fn run(
         gate: gate.clone(),
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
         plaintext_hint: native::PLAINTEXT_HINT,
-        groups: Arc::new(net::groups::Groups::per_worker()),
     };
     let native_limits: reload::SharedLimits = Arc::new(RwLock::new(Arc::new(config.limits.clone())));
     let native = NativeFrontEnd { chat: chat.clone(), limits: native_limits.clone(), gate: gate.clone() };

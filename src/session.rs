@@ -25,7 +25,6 @@ use crate::config::Limits;
 use crate::limits::TokenBucket;
 use crate::metrics::{metrics, Dropped};
 use crate::net::connection::{Connection, Frame, Transport};
-use crate::net::groups;
 use crate::shutdown::Shutdown;
 
 /// Most events written in one batch before the socket is flushed.
@@ -382,14 +381,8 @@ impl<P: Protocol> Session<P> {
     /// connection broke.
     async fn write_out(&mut self, write_timeout: Duration) -> Result<(), Option<Disconnect>> {
         let mut flush = std::pin::pin!(self.conn.flush());
-        loop {
-            if let Poll::Ready(r) = poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await {
-                return r.map_err(|_| None);
-            }
-            // Its group's turn may have used up tokio's budget: the socket is not blocked for that.
-            if !groups::yield_if_out_of_budget().await {
-                break;
-            }
+        if let Poll::Ready(r) = poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await {
+            return r.map_err(|_| None);
         }
         let watch = self.inbox.overflow_watch();
         // Boxed: the waits are large, and rare; the idle connection's task keeps no room for them.

@@ -1,7 +1,6 @@
 //! The listeners: accept TCP connections, admit them (the connection gate), finish the TLS
 //! handshake within its timeout, and hand each connection's stream to the front end that serves
-//! the listener, to run in one of the connection groups (`groups`). A place at the gate is held
-//! until the front end is done with the connection.
+//! the listener. A place at the gate is held until the front end is done with the connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{ConnectionGate, Refusal};
 use super::connection::BoxStream;
-use super::groups::Groups;
 use crate::metrics::Refused;
 use crate::shutdown::Shutdown;
 
@@ -33,8 +31,6 @@ pub struct Listener {
     pub handshake_timeout: Duration,
     /// Written to a client that sends plaintext to a TLS port, in the front end's own words.
     pub plaintext_hint: &'static [u8],
-    /// Where connections run once admitted and secured (the handshake has a task of its own).
-    pub groups: Arc<Groups>,
 }
 
 /// The second of the last logged refusal, and how many were not logged since.
@@ -92,16 +88,17 @@ impl Listener {
                 }
             };
             let (this, serve, shutdown, done) = (self.clone(), serve.clone(), Shutdown::new(&signal), done.clone());
-            tokio::spawn(this.handle(tcp, peer, serve, shutdown, done));
+            tokio::spawn(async move {
+                this.handle(tcp, peer, serve, shutdown).await;
+                drop(done);
+            });
         }
     }
 
-    /// Admits and secures a connection, then hands it to a group with what it holds until it
-    /// ends: its place at the gate and `done`.
-    async fn handle<S, F>(self, tcp: TcpStream, peer: SocketAddr, serve: S, shutdown: Shutdown, done: mpsc::Sender<()>)
+    async fn handle<S, F>(self, tcp: TcpStream, peer: SocketAddr, serve: S, shutdown: Shutdown)
     where
         S: Fn(BoxStream, SocketAddr, Shutdown) -> F,
-        F: Future<Output = ()> + Send + 'static,
+        F: Future<Output = ()>,
     {
         let admission = match self.gate.admit(peer.ip()) {
             Ok(a) => a,
@@ -117,11 +114,8 @@ impl Listener {
         };
         let _ = tcp.set_nodelay(true);
         let Some(stream) = self.secure(tcp, peer).await else { return };
-        let connection = serve(stream, peer, shutdown);
-        self.groups.spawn(async move {
-            connection.await;
-            drop((admission, done));
-        });
+        serve(stream, peer, shutdown).await;
+        drop(admission);
     }
 
     /// The stream the front end reads: TLS once the handshake is done, or the TCP stream itself.
