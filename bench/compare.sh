@@ -74,14 +74,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- a CA and a localhost certificate for the IRC daemons' TLS ports ---------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 -subj /CN=chatd-bench-ca \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
-    -keyout "$WORK/ca-key.pem" -out "$WORK/irc-ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
-    -keyout "$WORK/irc-key.pem" -out "$WORK/irc.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$WORK/ext.cnf"
-openssl x509 -req -in "$WORK/irc.csr" -CA "$WORK/irc-ca.pem" -CAkey "$WORK/ca-key.pem" -CAcreateserial \
-    -days 7 -extfile "$WORK/ext.cnf" -out "$WORK/irc-cert.pem" 2>/dev/null
+source "$ROOT/bench/localhost-cert.sh"
+localhost_cert "$WORK" irc-
 chmod 644 "$WORK"/irc-*.pem   # ngIRCd drops to nobody
 
 wait_port() { # port seconds

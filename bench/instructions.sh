@@ -180,14 +180,8 @@ start_bare_wl() {
 }
 make_cert() {
     [ -f "$WORK/cert.pem" ] && return 0
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 -subj /CN=chatd-bench-ca \
-        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
-        -keyout "$WORK/ca-key.pem" -out "$WORK/ca.pem" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
-        -keyout "$WORK/key.pem" -out "$WORK/cert.csr" 2>/dev/null
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$WORK/ext.cnf"
-    openssl x509 -req -in "$WORK/cert.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca-key.pem" -CAcreateserial \
-        -days 7 -extfile "$WORK/ext.cnf" -out "$WORK/cert.pem" 2>/dev/null
+    source "$ROOT/bench/localhost-cert.sh"
+    localhost_cert "$WORK"
 }
 
 rows=()

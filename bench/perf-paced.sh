@@ -25,14 +25,8 @@ for s in ${SERVERS:-chatd bare}; do
     for i in $(seq 300); do grep -q 'chatd ready' $D/out 2>/dev/null && break; sleep 0.1; done
     ARGS=(--proto chatd --addr 127.0.0.1:36697 --tls --ca $D/certs/ca.pem)
   else
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 -subj /CN=chatd-bench-ca \
-        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
-        -keyout "$D/ca-key.pem" -out "$D/ca.pem" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
-        -keyout "$D/key.pem" -out "$D/cert.csr" 2>/dev/null
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$D/ext.cnf"
-    openssl x509 -req -in "$D/cert.csr" -CA "$D/ca.pem" -CAkey "$D/ca-key.pem" -CAcreateserial \
-        -days 7 -extfile "$D/ext.cnf" -out "$D/cert.pem" 2>/dev/null
+    source bench/localhost-cert.sh
+    localhost_cert $D
     $B/chatd-bare --tls-listen 127.0.0.1:46697 --cert $D/cert.pem --key $D/key.pem >$D/out 2>$D/err & P=$!
     sleep 1
     ARGS=(--proto irc --addr 127.0.0.1:46697 --tls --ca $D/ca.pem)
