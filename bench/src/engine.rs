@@ -242,14 +242,13 @@ pub fn end_progress(h: tokio::task::JoinHandle<()>) {
 }
 
 impl Fleet {
-    /// Connects `n` clients (`concurrency` at a time); client `i` is user `first_user + i`, joins
+    /// Connects `n` clients (`concurrency` at a time); client `i` is user `i`, joins
     /// room `i % rooms.len()` and, if `i < senders` (the clients that will post), connects to
     /// `--addr`, else to `--recv-addr` (`Target::for_client`).
     pub async fn connect(
         target: &Target,
         n: usize,
         senders: usize,
-        first_user: usize,
         rooms: Vec<String>,
         concurrency: usize,
         deadline: TInstant,
@@ -268,7 +267,7 @@ impl Fleet {
             let room = rooms[room_of[i]].clone();
             tasks.spawn(async move {
                 let _permit = gate.acquire_owned().await.unwrap();
-                let conn = t.setup(&t.user(first_user + i), std::slice::from_ref(&room)).await?;
+                let conn = t.setup(&t.user(i), std::slice::from_ref(&room)).await?;
                 let (reader, writer) = conn.split();
                 let writer = Arc::new(Mutex::new(writer));
                 tokio::spawn(reader_loop(reader, writer.clone(), shared, i));

@@ -23,6 +23,14 @@ pub struct Ctx {
     pub concurrency: usize,
 }
 
+impl Ctx {
+    /// Connects `clients` clients to `rooms` (the first `senders` of them post), at the run's
+    /// connection concurrency and within its deadline.
+    async fn fleet(&self, clients: usize, senders: usize, rooms: Vec<String>) -> Result<Fleet> {
+        Fleet::connect(&self.target, clients, senders, rooms, self.concurrency, self.deadline).await
+    }
+}
+
 pub struct Outcome {
     pub ok: bool,
     pub params: Value,
@@ -106,16 +114,7 @@ pub async fn fanout(ctx: &Ctx, a: &FanoutArgs) -> Result<Outcome> {
         bail!("--senders must be at most --clients (and --clients > 0)");
     }
     check_fds(ctx, a.clients)?;
-    let fleet = Fleet::connect(
-        &ctx.target,
-        a.clients,
-        a.senders,
-        0,
-        room_names(&a.room_prefix, a.rooms),
-        ctx.concurrency,
-        ctx.deadline,
-    )
-    .await?;
+    let fleet = ctx.fleet(a.clients, a.senders, room_names(&a.room_prefix, a.rooms)).await?;
     let mut plan = Vec::new();
     if let Some(rate) = a.rate {
         plan.push(("paced", Some(rate), a.paced_messages.unwrap_or(a.messages)));
@@ -193,9 +192,7 @@ pub async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let rss0 = sys::rss_kib_sum(&ctx.pid)?;
-    let fleet =
-        Fleet::connect(&ctx.target, a.clients, 0, 0, room_names(&a.room_prefix, rooms), ctx.concurrency, ctx.deadline)
-            .await?;
+    let fleet = ctx.fleet(a.clients, 0, room_names(&a.room_prefix, rooms)).await?;
     let settle_end = (TInstant::now() + Duration::from_secs(a.settle)).min(ctx.deadline);
     tokio::time::sleep_until(settle_end).await;
     let rss1 = sys::rss_kib_sum(&ctx.pid)?;
@@ -261,9 +258,7 @@ pub async fn posts(ctx: &Ctx, a: &PostsArgs) -> Result<Outcome> {
         bail!("posts counts chatd's durable `200 MSG` acknowledgements: --proto chatd only");
     }
     check_fds(ctx, a.senders)?;
-    let fleet =
-        Fleet::connect(&ctx.target, a.senders, a.senders, 0, vec![a.room.clone()], ctx.concurrency, ctx.deadline)
-            .await?;
+    let fleet = ctx.fleet(a.senders, a.senders, vec![a.room.clone()]).await?;
     let acks0 = fleet.shared.acks.load(Relaxed);
     let t0 = Instant::now();
     let spec = PhaseSpec {
@@ -347,8 +342,7 @@ pub async fn history(ctx: &Ctx, a: &HistoryArgs) -> Result<Outcome> {
     }
     check_fds(ctx, a.clients + a.queriers)?;
     let rooms = room_names(&a.room_prefix, a.rooms);
-    let fleet =
-        Fleet::connect(&ctx.target, a.clients, a.senders, 0, rooms.clone(), ctx.concurrency, ctx.deadline).await?;
+    let fleet = ctx.fleet(a.clients, a.senders, rooms.clone()).await?;
     // Make sure the queried room has at least `limit` messages.
     let prefill = PhaseSpec {
         senders: vec![0],
@@ -480,16 +474,7 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> Result<Outcome> {
         bail!("--senders must be at most --clients (and --clients >= 2)");
     }
     check_fds(ctx, a.clients + a.storm_concurrency)?;
-    let fleet = Fleet::connect(
-        &ctx.target,
-        a.clients,
-        a.senders,
-        0,
-        room_names(&a.room_prefix, a.rooms),
-        ctx.concurrency,
-        ctx.deadline,
-    )
-    .await?;
+    let fleet = ctx.fleet(a.clients, a.senders, room_names(&a.room_prefix, a.rooms)).await?;
     let storm_user = |i: usize| format!("{}s{:04}", ctx.target.prefix, i % a.storm_accounts.max(1));
     if ctx.target.proto == Proto::Chatd {
         for i in 0..a.storm_accounts.max(1) {
