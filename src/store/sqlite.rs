@@ -486,12 +486,24 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<Outcome, StoreError> {
     let now = chrono::Utc::now().timestamp_millis();
     Ok(match op {
         WriteOp::Append { message: m, room, .. } => {
-            // A message deleted between its acceptance and this commit stays deleted.
-            tx.prepare_cached(
-                "INSERT INTO messages (id, room_id, ts_ms, sender, text, guest) SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
-                 WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id = ?1)",
-            )?
-            .execute(params![m.id() as i64, room, m.time(), m.sender(), m.text(), m.guest() as i64])?;
+            // A message deleted between its acceptance and this commit stays deleted. Asked apart,
+            // not as one INSERT ... SELECT: SQLite gives a statement that may write several rows
+            // a statement journal (a copy of every page it changes, in case it must undo part of
+            // itself), and a single-row INSERT none (callgrind: 14% fewer store instructions per post).
+            let deleted = tx.prepare_cached("SELECT 1 FROM deleted_messages WHERE id = ?1")?.exists([m.id() as i64])?;
+            if !deleted {
+                tx.prepare_cached(
+                    "INSERT INTO messages (id, room_id, ts_ms, sender, text, guest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    m.id() as i64,
+                    room,
+                    m.time(),
+                    m.sender(),
+                    m.text(),
+                    m.guest() as i64
+                ])?;
+            }
             Outcome::Stamp(super::Stamp { id: m.id(), time: m.time() })
         }
         WriteOp::CreateAccount { name, hash, .. } => {
