@@ -6,6 +6,7 @@
 #   bench/instructions.sh bare              # one server; any of: chatd bare bare_wl before chatd_irc
 #   CHATD_BEFORE=/tmp/chatd-old bench/instructions.sh chatd before     # a before/after pair
 #   TLS=1 bench/instructions.sh             # with rustls in the count (default: plaintext)
+#   CACHE_SIM=1 bench/instructions.sh       # also the simulated data-cache misses per delivery
 #
 # Each daemon runs under `valgrind --tool=callgrind --instr-atstart=no` (this machine's perf has
 # no hardware counters: `perf stat -e instructions true` says <not supported>). chatd-bench
@@ -115,8 +116,8 @@ trap 'exit 130' INT TERM
 # valgrind DIR BINARY ARGS...: the daemon under callgrind, counting nothing until the hook says.
 grind() {
     local dir=$1; shift
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out.%p" \
-        "$@" >"$dir/daemon.out" 2>"$dir/daemon.err" &
+    valgrind --tool=callgrind --instr-atstart=no ${CACHE_SIM:+--cache-sim=yes} \
+        --callgrind-out-file="$dir/callgrind.out.%p" "$@" >"$dir/daemon.out" 2>"$dir/daemon.err" &
     DAEMON_PID=$!
 }
 wait_ready() { # dir pattern seconds
@@ -214,17 +215,28 @@ for s in $SERVERS; do
     ir=$(awk '/^summary:/ {print $2}' "$dump")
     n=$(cat "$dir/deliveries")
     writes=$(($(cat "$dir/syscw.end") - $(cat "$dir/syscw.start")))
-    rows+=("$(awk -v s="$s" -v n="$n" -v ir="$ir" -v w="$writes" 'BEGIN {
-        printf "%-10s %10d %16.0f %14.0f %12.2f", s, n, ir, (n > 0 ? ir / n : 0), (n > 0 ? w / n : 0) }')")
+    row=$(awk -v s="$s" -v n="$n" -v ir="$ir" -v w="$writes" 'BEGIN {
+        printf "%-10s %10d %16.0f %14.0f %12.2f", s, n, ir, (n > 0 ? ir / n : 0), (n > 0 ? w / n : 0) }')
+    if [ -n "${CACHE_SIM:-}" ]; then # the events line names the summary's columns
+        row+=$(awk -v n="$n" '/^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+            /^summary:/ { printf " %12.1f %12.1f", ($col["D1mr"] + $col["D1mw"]) / n, ($col["DLmr"] + $col["DLmw"]) / n }' "$dump")
+    fi
+    rows+=("$row")
 done
 
 {
     echo "instructions per delivery (callgrind, daemon user space, the paced phase only): $(date -u +%FT%TZ)"
     echo "$CLIENTS clients, $ROOMS rooms, $SENDERS senders x $MESSAGES messages at $RATE msgs/s, ${SIZE}-byte messages, TLS=$TLS, profile $PROFILE"
-    printf '%-10s %10s %16s %14s %12s\n' server deliveries instructions 'per delivery' 'writes/deliv'
+    printf '%-10s %10s %16s %14s %12s' server deliveries instructions 'per delivery' 'writes/deliv'
+    if [ -n "${CACHE_SIM:-}" ]; then printf ' %12s %12s' 'D1 miss/dl' 'LL miss/dl'; fi
+    echo
     for r in "${rows[@]}"; do echo "$r"; done
     echo "(writes/deliv: the daemon's write(2)-family syscalls over the phase, /proc/PID/io syscw: socket writes and"
     echo " tokio's eventfd wake-ups of parked workers, more of them under valgrind than natively; the kernel's work is"
     echo " not in the instruction count)"
+    if [ -n "${CACHE_SIM:-}" ]; then
+        echo "(D1 / LL miss/dl: valgrind's simulated first-level data and last-level cache misses, reads and writes,"
+        echo " per delivery, with the cache sizes valgrind takes from this CPU: a model, not the hardware's counters)"
+    fi
 } | tee "$OUT/table.txt"
 exit $status
