@@ -115,6 +115,9 @@ pub enum Scenario {
         /// own: the bare server (the limit of the stack), an earlier chatd build, chatd over IRC.
         #[arg(long, value_delimiter = ',', default_value = "bare,barewl,before,chatdirc")]
         not_peers: Vec<String>,
+        /// Also every round's figures, and the subject's ratio to each server round by round.
+        #[arg(long)]
+        rounds: bool,
     },
 }
 
@@ -148,9 +151,9 @@ fn main() {
 /// Runs the scenario; Ok(false) when it finished but with lost messages, drops or errors.
 async fn run(cli: Cli, nofile: u64) -> Result<bool> {
     let c = &cli.common;
-    if let Scenario::Report { dir, subject, not_peers } = &cli.scenario {
+    if let Scenario::Report { dir, subject, not_peers, rounds } = &cli.scenario {
         let not_peers: Vec<&str> = not_peers.iter().map(String::as_str).collect();
-        print!("{}", report::report(dir, subject, &not_peers)?);
+        print!("{}", report::report(dir, subject, &not_peers, *rounds)?);
         return Ok(true);
     }
     for addr in c.addr.iter().chain(&c.recv_addr) {

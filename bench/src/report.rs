@@ -2,7 +2,10 @@
 //! named `r<round>-<server>-<scenario>.json`, takes the median of each figure over the rounds and
 //! prints chatd next to each peer with the ratio chatd / best peer. Two servers are not peers and
 //! get a ratio column of their own when present: the bare server (`chatd-bare`, the limit of our
-//! stack: chatd / bare) and an earlier chatd binary (`before`: chatd / before).
+//! stack: chatd / bare) and an earlier chatd binary (`before`: chatd / before). With `--rounds`,
+//! every round's figures follow, and chatd's ratio to each other server round by round (noise on a
+//! shared machine moves whole rounds, so a ratio taken within a round is steadier than a ratio of
+//! medians).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -156,11 +159,20 @@ fn ratio(subject: Option<f64>, other: Option<f64>) -> String {
     }
 }
 
+/// server -> scenario -> round -> that round's JSON.
+type Results = BTreeMap<String, BTreeMap<String, BTreeMap<u32, Value>>>;
+
+/// One metric's figure for each round a server has it in.
+fn figures(data: &Results, server: &str, m: &Metric) -> BTreeMap<u32, f64> {
+    let Some(runs) = data[server].get(m.scenario) else { return BTreeMap::new() };
+    runs.iter().filter_map(|(r, v)| Some((*r, lookup(v, m)?.as_f64()? * m.scale))).collect()
+}
+
 /// `subject`: the server compared; `not_peers`: servers with their own ratio column (the bare
-/// server, an earlier build), left out of the best peer.
-pub fn report(dir: &Path, subject: &str, not_peers: &[&str]) -> Result<String> {
-    // server -> scenario -> rounds' JSON
-    let mut data: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
+/// server, an earlier build), left out of the best peer; `per_round`: the rounds' own figures and
+/// ratios after the medians.
+pub fn report(dir: &Path, subject: &str, not_peers: &[&str], per_round: bool) -> Result<String> {
+    let mut data = Results::new();
     let mut rounds = 0u32;
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
@@ -170,14 +182,13 @@ pub fn report(dir: &Path, subject: &str, not_peers: &[&str]) -> Result<String> {
         if parts.len() != 3 || !parts[0].starts_with('r') {
             continue;
         }
-        if let Ok(r) = parts[0][1..].parse::<u32>() {
-            rounds = rounds.max(r);
-        }
+        let Ok(round) = parts[0][1..].parse::<u32>() else { continue };
+        rounds = rounds.max(round);
         let v: Value = match std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()) {
             Some(v) => v,
             None => continue,
         };
-        data.entry(parts[1].to_string()).or_default().entry(parts[2].to_string()).or_default().push(v);
+        data.entry(parts[1].to_string()).or_default().entry(parts[2].to_string()).or_default().insert(round, v);
     }
     if data.is_empty() {
         bail!("no r<round>-<server>-<scenario>.json results in {}", dir.display());
@@ -203,11 +214,7 @@ pub fn report(dir: &Path, subject: &str, not_peers: &[&str]) -> Result<String> {
     for m in METRICS {
         let mut medians = BTreeMap::new();
         for s in &servers {
-            let xs: Vec<f64> = data[s]
-                .get(m.scenario)
-                .map(|runs| runs.iter().filter_map(|v| lookup(v, m)?.as_f64()).map(|x| x * m.scale).collect())
-                .unwrap_or_default();
-            medians.insert(s.clone(), median(xs));
+            medians.insert(s.clone(), median(figures(&data, s, m).into_values().collect()));
         }
         if medians.values().all(Option::is_none) {
             continue;
@@ -235,11 +242,11 @@ pub fn report(dir: &Path, subject: &str, not_peers: &[&str]) -> Result<String> {
     let mut notes = Vec::new();
     for s in &servers {
         for (scen, runs) in &data[s] {
-            let bad = runs.iter().filter(|v| v["ok"] == false).count();
+            let bad = runs.values().filter(|v| v["ok"] == false).count();
             if bad > 0 {
                 notes.push(format!("{s} {scen}: {bad} of {} runs had losses, drops or errors", runs.len()));
             }
-            if let Some(v) = runs.first() {
+            if let Some(v) = runs.values().next() {
                 notes.push(format!(
                     "{s} {scen}: {} ({}), params {}",
                     v["proto"],
@@ -253,7 +260,37 @@ pub fn report(dir: &Path, subject: &str, not_peers: &[&str]) -> Result<String> {
     for n in notes {
         out += &format!("  {n}\n");
     }
+    if per_round {
+        out += &rounds_table(&data, &servers, subject);
+    }
     Ok(out)
+}
+
+/// Every round's figure of each metric and server, then the subject's ratio to each other server
+/// round by round (rounds both have) and the median of those ratios.
+fn rounds_table(data: &Results, servers: &[String], subject: &str) -> String {
+    let mut out = String::from("\nround by round\n");
+    for m in METRICS {
+        let by_server: Vec<(&String, BTreeMap<u32, f64>)> =
+            servers.iter().map(|s| (s, figures(data, s, m))).filter(|(_, f)| !f.is_empty()).collect();
+        if by_server.is_empty() {
+            continue;
+        }
+        out += &format!("{}\n", m.name);
+        for (s, f) in &by_server {
+            let values: Vec<String> = f.values().map(|x| fmt(Some(*x))).collect();
+            out += &format!("  {s:<12} {}\n", values.join(" "));
+        }
+        let Some((_, mine)) = by_server.iter().find(|(s, _)| *s == subject) else { continue };
+        for (s, theirs) in by_server.iter().filter(|(s, _)| *s != subject) {
+            let ratios: Vec<f64> =
+                mine.iter().filter_map(|(r, x)| theirs.get(r).filter(|y| **y != 0.0).map(|y| x / y)).collect();
+            let Some(mid) = median(ratios.clone()) else { continue };
+            let each: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+            out += &format!("  {subject}/{s}: {mid:.2}x (median of {}: {})\n", ratios.len(), each.join(" "));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -275,7 +312,7 @@ mod tests {
         write(dir.path(), "r1-inspircd-fanout.json", 8.0);
         write(dir.path(), "r1-bare-fanout.json", 4.0);
         write(dir.path(), "r1-before-fanout.json", 2.0);
-        let t = report(dir.path(), "chatd", &["bare", "before"]).unwrap();
+        let t = report(dir.path(), "chatd", &["bare", "before"], false).unwrap();
         let head = t.lines().next().unwrap();
         assert!(
             head.contains("chatd/best peer") && head.contains("chatd/bare") && head.contains("chatd/before"),
@@ -289,8 +326,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "r1-chatd-fanout.json", 10.0);
         write(dir.path(), "r1-before-fanout.json", 5.0);
-        let t = report(dir.path(), "chatd", &["bare", "before"]).unwrap();
+        let t = report(dir.path(), "chatd", &["bare", "before"], false).unwrap();
         assert!(!t.contains("best peer") && t.contains("chatd/before"), "{t}");
         assert!(t.lines().find(|l| l.starts_with("paced server CPU")).unwrap().ends_with(" 2.00x"), "{t}");
+        assert!(!t.contains("round by round"), "{t}");
+    }
+
+    #[test]
+    fn rounds_come_in_round_order_with_the_ratio_taken_within_each_round() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written out of order; round 10 sorts after round 2.
+        for (r, chatd, bare) in [(10, 30.0, 10.0), (2, 12.0, 8.0), (1, 10.0, 10.0)] {
+            write(dir.path(), &format!("r{r}-chatd-fanout.json"), chatd);
+            write(dir.path(), &format!("r{r}-bare-fanout.json"), bare);
+        }
+        let t = report(dir.path(), "chatd", &["bare"], true).unwrap();
+        let table = t.split("round by round\n").nth(1).expect("the rounds table");
+        let rows: Vec<&str> = table.lines().skip_while(|l| !l.starts_with("paced server CPU")).take(4).collect();
+        assert_eq!(rows[1].split_whitespace().collect::<Vec<_>>(), ["chatd", "10.0", "12.0", "30.0"], "{t}");
+        assert_eq!(rows[2].split_whitespace().collect::<Vec<_>>(), ["bare", "10.0", "8.00", "10.0"], "{t}");
+        // Ratios 1.00, 1.50, 3.00: their median is 1.50 (the ratio of the medians would be 1.20).
+        assert_eq!(rows[3], "  chatd/bare: 1.50x (median of 3: 1.00 1.50 3.00)", "{t}");
     }
 }
