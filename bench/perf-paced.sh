@@ -15,12 +15,13 @@ cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { echo "perf-paced: needs perf (Debian: linux-perf)" >&2; exit 2; }
 OUT=${OUT:-target/perf-paced/$(date +%Y%m%d-%H%M%S)}; mkdir -p $OUT
 B=target/release
+SECS=12   # how long the profile or the counts cover, inside the 30 s paced phase
 report() {
   perf report -i $OUT/$1.data --no-children --sort dso --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -8 > $OUT/$1-dso.txt
   perf report -i $OUT/$1.data --no-children --sort sym --percent-limit 0.7 --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -45 > $OUT/$1-top.txt
 }
-# STAT=1: what the daemon asks of the kernel, counted by tracepoints over the same 12 s, per
-# delivery (the phase's deliveries/s from the generator's summary, times 12).
+# STAT=1: what the daemon asks of the kernel, counted by tracepoints over the same $SECS s, per
+# delivery (the phase's deliveries/s from the generator's summary, times $SECS).
 STAT_EVENTS=syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter
 # The CPU each thread used (utime + stime, clock ticks), as "tid name ticks" lines: a thread's name
 # (tokio-rt-worker, chatd-store) says whose work it is.
@@ -36,13 +37,14 @@ per_delivery() {
   local rate hz
   rate=$(grep -o 'paced: .* = [0-9]* deliveries/s' $OUT/$1-bench.txt | grep -o '[0-9]* deliveries/s' | cut -d' ' -f1)
   hz=$(getconf CLK_TCK)
-  awk -F, -v rate="$rate" '$1 ~ /^[0-9]+$/ { printf "%-34s %12d %8.3f per delivery\n", $3, $1, $1 / (12 * rate) }' \
+  local n=$((SECS * rate))   # deliveries over the counted seconds
+  awk -F, -v n="$n" '$1 ~ /^[0-9]+$/ { printf "%-34s %12d %8.3f per delivery\n", $3, $1, $1 / n }' \
     $OUT/$1-stat.raw > $OUT/$1-stat.txt
-  # CPU by thread name over the 12 s, µs per delivery (threads that came and went are not counted)
-  awk -v rate="$rate" -v hz="$hz" 'NR == FNR { start[$1] = $3; next }
+  # CPU by thread name over those seconds, µs per delivery (threads that came and went are not counted)
+  awk -v n="$n" -v hz="$hz" 'NR == FNR { start[$1] = $3; next }
     ($1 in start) { cpu[$2] += $3 - start[$1]; total += $3 - start[$1] }
-    END { for (n in cpu) printf "cpu %-30s %12.2f µs per delivery\n", n, cpu[n] / hz * 1e6 / (12 * rate)
-          printf "cpu %-30s %12.2f µs per delivery\n", "(all threads)", total / hz * 1e6 / (12 * rate) }' \
+    END { for (t in cpu) printf "cpu %-30s %12.2f µs per delivery\n", t, cpu[t] / hz * 1e6 / n
+          printf "cpu %-30s %12.2f µs per delivery\n", "(all threads)", total / hz * 1e6 / n }' \
     $OUT/$1-threads.start $OUT/$1-threads.end >> $OUT/$1-stat.txt
   echo "$1 (paced at $rate deliveries/s):"; cat $OUT/$1-stat.txt
 }
@@ -68,10 +70,10 @@ for s in ${SERVERS:-chatd bare}; do
   sleep 3
   if [ -n "${STAT:-}" ]; then
     thread_ticks $P > $OUT/$s-threads.start
-    perf stat -x, -e "$STAT_EVENTS" -p $P -o $OUT/$s-stat.raw -- sleep 12 2>$OUT/$s-perf.err
+    perf stat -x, -e "$STAT_EVENTS" -p $P -o $OUT/$s-stat.raw -- sleep $SECS 2>$OUT/$s-perf.err
     thread_ticks $P > $OUT/$s-threads.end
   else
-    perf record -F 2000 -g -p $P -o $OUT/$s.data -- sleep 12 2>$OUT/$s-perf.err
+    perf record -F 2000 -g -p $P -o $OUT/$s.data -- sleep $SECS 2>$OUT/$s-perf.err
   fi
   wait $G
   kill $P; wait $P 2>/dev/null
